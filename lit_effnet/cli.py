@@ -1,0 +1,173 @@
+"""`python train.py [fit|validate|test|predict] --config NAME [--dotted.key value ...]` (LightningCLI).
+
+On top of LightningCLI this adds only what a config-driven research workflow needs:
+- `--config NAME` is looked up in configs/ (with or without .yaml) when it is not a path;
+- `fit` is the default subcommand; `--devices/--accelerator/--precision/--num_nodes/--strategy` are
+  short for `--trainer.<same>`;
+- runs log and checkpoint to checkpoints/<config>/version_N/, and `--ckpt_path last` resumes the
+  newest last.ckpt there, logging on into the same version;
+- a bad command (unknown key or file, wrong type, missing data, mismatching weights) prints one
+  line naming the culprit and exits 2; LIT_EFFNET_TRACEBACK=1 shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from lit_effnet.callbacks import EMA, ProgressiveLearning
+from lit_effnet.data import CorruptImageError, DatasetNotFoundError, ImageDataModule
+from lit_effnet.models.weights import WeightsMismatchError
+from lit_effnet.training import LitEfficientNet
+
+SUBCOMMANDS = ("fit", "validate", "test", "predict")
+TRAINER_SHORTCUTS = ("devices", "accelerator", "precision", "num_nodes", "strategy")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+CHECKPOINT_ROOT = Path("checkpoints")
+
+
+class CommandError(ValueError):
+    """A command-line mistake detected before LightningCLI parses (unknown config, nothing to resume)."""
+
+
+def resolve_config(value: str) -> Path:
+    """A config path, or a name looked up as configs/NAME[.yaml] (here, then in the project)."""
+    if Path(value).is_file():
+        return Path(value)
+    for base in (Path.cwd(), PROJECT_ROOT):
+        for candidate in (base / "configs" / value, base / "configs" / f"{value}.yaml"):
+            if candidate.is_file():
+                return candidate
+    raise CommandError(f"config {value!r} not found: no such file, and no configs/{value}[.yaml]")
+
+
+def config_run_name(config: Path) -> str:
+    """configs/transfer/cifar10.yaml -> 'transfer/cifar10'; other paths -> the file's stem."""
+    for base in (Path.cwd() / "configs", PROJECT_ROOT / "configs"):
+        try:
+            return config.resolve().relative_to(base.resolve()).with_suffix("").as_posix()
+        except ValueError:
+            continue
+    return config.stem
+
+
+def find_last_checkpoint(run_name: str, root: Path = CHECKPOINT_ROOT) -> tuple[Path, int]:
+    """The newest checkpoints/<run>/version_N/checkpoints/last.ckpt and its N."""
+    candidates = sorted((root / run_name).glob("version_*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise CommandError(f"--ckpt_path last: no {root}/{run_name}/version_*/checkpoints/last.ckpt to resume from")
+    newest = candidates[-1]
+    return newest, int(newest.parents[1].name.removeprefix("version_"))
+
+
+def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
+    """Apply the shortcuts above; returns (LightningCLI argv, run name, logger version to resume into)."""
+    ours = {"--config", "--ckpt_path", *(f"--{key}" for key in TRAINER_SHORTCUTS)}
+    args: list[str] = []
+    for arg in argv:  # "--config=x" -> "--config", "x" for the keys handled here
+        key, sep, value = arg.partition("=")
+        args += [key, value] if sep and key in ours else [arg]
+    if not args or args[0] not in SUBCOMMANDS:
+        args.insert(0, "fit")
+    out, run_name, resume_last = args[:1], "default", False
+    pairs = iter(args[1:])
+    for arg in pairs:
+        if arg not in ours:
+            out.append(arg)
+            continue
+        value = next(pairs, None)
+        if value is None:
+            raise CommandError(f"{arg} needs a value")
+        if arg == "--config":
+            path = resolve_config(value)
+            run_name = config_run_name(path)
+            out += [arg, str(path)]
+        elif arg == "--ckpt_path":
+            resume_last = value == "last"
+            out += [arg, value]
+        else:
+            out += [f"--trainer.{arg.removeprefix('--')}", value]
+    version = None
+    if resume_last:
+        path, version = find_last_checkpoint(run_name)
+        out[out.index("--ckpt_path") + 1] = str(path)
+    return out, run_name, version
+
+
+class EffNetCLI(LightningCLI):
+    """LightningCLI with `progressive.*` and `ema.*` groups and the class count taken from the data."""
+
+    def __init__(self, *args, run_name: str = "default", logger_version: int | None = None, **kwargs) -> None:
+        self.run_name, self.logger_version = run_name, logger_version
+        super().__init__(*args, **kwargs)
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_lightning_class_args(ProgressiveLearning, "progressive")
+        parser.add_lightning_class_args(EMA, "ema", required=False)
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        logger = {
+            "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
+            "init_args": {"save_dir": str(CHECKPOINT_ROOT), "name": self.run_name, "version": self.logger_version},
+        }
+        parser.set_defaults({"trainer.logger": logger})
+
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        if self.trainer.is_global_zero and isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
+            print(
+                f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f}: {checkpoint.best_model_path}\n"
+                f"last: {checkpoint.last_model_path} (resume with --ckpt_path last)"
+            )
+
+
+def checkpoint_callback() -> ModelCheckpoint:
+    """last.ckpt every epoch and the best by val/acc1 (the EMA model's when EMA is on)."""
+    return ModelCheckpoint(
+        monitor="val/acc1",
+        mode="max",
+        save_last=True,
+        save_top_k=1,
+        filename="best-epoch{epoch:03d}-acc{val/acc1:.4f}",
+        auto_insert_metric_name=False,
+    )
+
+
+USER_ERRORS = (CommandError, DatasetNotFoundError, CorruptImageError, WeightsMismatchError, ValueError, OSError)
+
+
+def one_line(err: BaseException) -> str:
+    """An error message on one line; for errors re-raised from DataLoader workers, the original's."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].split(": ", 1)[-1]
+    return " ".join(text.split())
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+    from jsonargparse import ArgumentError
+
+    try:
+        args, run_name, version = rewrite_argv(sys.argv[1:] if argv is None else argv)
+        EffNetCLI(
+            LitEfficientNet,
+            ImageDataModule,
+            args=args,
+            run_name=run_name,
+            logger_version=version,
+            seed_everything_default=0,
+            trainer_defaults={"callbacks": [checkpoint_callback()]},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"exit_on_error": False},
+        )
+    except (ArgumentError, *USER_ERRORS) as err:
+        if os.environ.get("LIT_EFFNET_TRACEBACK"):
+            raise
+        print(f"error: {one_line(err)}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,242 @@
+"""A LightningDataModule that builds its train loader for the current progressive-learning stage.
+
+Lightning 2.6 calls `train_dataloader()` (through `setup_data`) BEFORE `on_train_epoch_start`, and its
+reload bookkeeping is not checkpointed, so a stage switched from a callback hook would land one
+epoch late and be lost on resume. Here the stage is derived from `trainer.current_epoch` at the
+moment the loader is requested; Lightning re-requests it every epoch (the ProgressiveLearning
+callback sets `reload_dataloaders_every_n_epochs=1`), and the loader is rebuilt only when the
+stage's image size or RandAugment magnitude differs from the cached one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+from lightning.pytorch import LightningDataModule
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+from lit_effnet.data.datasets import Splits, check_name, load_splits, num_classes_of
+from lit_effnet.data.transforms import eval_transform, train_transform
+
+
+class EpochDistributedSampler(DistributedSampler):
+    """DistributedSampler whose indices carry their epoch: `(epoch, index)`.
+
+    The order depends only on (seed, epoch), as with DistributedSampler; tagging each index with the
+    epoch lets the dataset seed its augmentation per sample, independent of workers and resume.
+    """
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        epoch, indices = self.epoch, super().__iter__()
+        return ((epoch, index) for index in indices)
+
+
+class AugmentedDataset(Dataset):
+    """Applies an albumentations pipeline; with `(epoch, index)` keys, seeded per sample."""
+
+    def __init__(self, base: Dataset, transform: A.Compose, seed: int = 0) -> None:
+        self.base, self.transform, self.seed = base, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            epoch, index = key
+            sample_seed = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
+            self.transform.set_random_seed(int(sample_seed))
+        else:
+            index = key
+        image, label = self.base[index]
+        return self.transform(image=np.asarray(image))["image"], int(label)
+
+
+class ImageDataModule(LightningDataModule):
+    """Train/val/test loaders for `name` under `root`, at the model's (or the stage's) image sizes.
+
+    Args:
+        name: digits (embedded, no download), cifar10, cifar100, flowers102, stanford_cars, imagefolder.
+        root: folder holding the dataset in torchvision's layout (imagefolder: the folder with train/, val/).
+        batch_size: images per device and step (global batch = devices x batch_size x accumulation).
+        eval_batch_size: per device for val/test/predict; defaults to batch_size.
+        num_workers: loader processes per device; None chooses min(8, CPUs per device).
+        image_size: train size when no ProgressiveLearning callback drives it; None: the model's train size.
+        eval_size, crop_pct, mean, std: evaluation crop and normalisation; None: the model's.
+        randaug_magnitude: RandAugment level (TF 0-10 scale) when no ProgressiveLearning callback drives it.
+        randaug_ops: RandAugment layers (2 in the papers).
+        crop_scale: area range of the random-resized crop.
+        hflip: random horizontal flips (off for digits, where a flip changes the class).
+        cutout: side of one cutout square as a fraction of the image (0: off).
+        seed: augmentation and shuffling seed; None: the `seed_everything` seed (or 0).
+    """
+
+    def __init__(
+        self,
+        name: str = "digits",
+        root: str = "data",
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int | None = None,
+        image_size: int | None = None,
+        eval_size: int | None = None,
+        crop_pct: float | None = None,
+        mean: Sequence[float] | None = None,
+        std: Sequence[float] | None = None,
+        randaug_magnitude: float = 0.0,
+        randaug_ops: int = 2,
+        crop_scale: tuple[float, float] = (0.08, 1.0),
+        hflip: bool = True,
+        cutout: float = 0.0,
+        train_interpolation: str = "bilinear",
+        eval_interpolation: str = "bicubic",
+        pin_memory: bool | None = None,
+        persistent_workers: bool = True,
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_name(name)
+        if batch_size < 1:
+            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+        # Not sent to the logger: `name` would clash with the model's (the CLI saves the whole config anyway).
+        self.save_hyperparameters(logger=False)
+        self.name, self.root = name, Path(root)
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
+        self.splits: Splits | None = None
+        self.train_loader_builds = 0  # how often a train DataLoader was constructed (once per stage)
+        self._train_loader: DataLoader | None = None
+        self._train_loader_key: tuple | None = None
+        self._eval_loaders: dict[str, DataLoader] = {}
+
+    # ----------------------------------------------------------- facts known before reading images
+
+    @property
+    def num_classes(self) -> int:
+        return num_classes_of(self.name, self.root)
+
+    @property
+    def classes(self) -> list[str]:
+        return self._splits().classes
+
+    # ----------------------------------------------------------- settings
+
+    def _model_spec(self) -> Any:
+        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
+        return getattr(getattr(module, "net", None), "spec", None)
+
+    def _setting(self, key: str) -> Any:
+        """An explicit data setting, else the model's (its spec field of the same name)."""
+        value = self.hparams[key]
+        if value is None:
+            spec = self._model_spec()
+            field = "train_size" if key == "image_size" else key
+            if spec is None:
+                raise ValueError(f"data.{key} is not set and there is no model spec to take it from")
+            value = getattr(spec, field)
+        return value
+
+    def train_stage(self) -> tuple[int, float]:
+        """(image size, RandAugment magnitude) for the epoch the trainer is at."""
+        from lit_effnet.callbacks.progressive import ProgressiveLearning
+
+        progressive = next(
+            (c for c in getattr(self.trainer, "callbacks", []) if isinstance(c, ProgressiveLearning)), None
+        )
+        if progressive is not None:
+            stage = progressive.stage_settings(self.trainer)
+            return stage.image_size, stage.randaug_magnitude
+        return int(self._setting("image_size")), float(self.hparams.randaug_magnitude)
+
+    def _seed(self) -> int:
+        if self.hparams.seed is not None:
+            return int(self.hparams.seed)
+        return int(os.environ.get("PL_GLOBAL_SEED", 0))
+
+    def _num_workers(self) -> int:
+        if self.hparams.num_workers is not None:
+            return self.hparams.num_workers
+        per_node = max(1, getattr(self.trainer, "num_devices", 1)) if self.trainer is not None else 1
+        return min(8, max(1, (os.cpu_count() or 1) // per_node))
+
+    def _loader_kwargs(self) -> dict[str, Any]:
+        workers = self._num_workers()
+        pin = self.hparams.pin_memory
+        if pin is None:
+            pin = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        return {
+            "num_workers": workers,
+            "pin_memory": pin,
+            "persistent_workers": self.hparams.persistent_workers and workers > 0,
+        }
+
+    # ----------------------------------------------------------- Lightning hooks
+
+    def _splits(self) -> Splits:
+        if self.splits is None:
+            self.splits = load_splits(self.name, self.root)
+        return self.splits
+
+    def setup(self, stage: str | None = None) -> None:
+        self._splits()
+
+    def train_dataloader(self) -> DataLoader:
+        size, magnitude = self.train_stage()
+        key = (size, magnitude)
+        if self._train_loader is None or self._train_loader_key != key:
+            self._train_loader = self._build_train_loader(size, magnitude)
+            self._train_loader_key = key
+            self.train_loader_builds += 1
+        sampler = self._train_loader.sampler
+        if self.trainer is not None:  # Lightning sets the epoch only after it has built the epoch's iterator
+            sampler.set_epoch(self.trainer.current_epoch)
+        return self._train_loader
+
+    def _build_train_loader(self, size: int, magnitude: float) -> DataLoader:
+        h = self.hparams
+        transform = train_transform(
+            size,
+            mean=self._setting("mean"),
+            std=self._setting("std"),
+            randaug_magnitude=magnitude,
+            randaug_ops=h.randaug_ops,
+            crop_scale=tuple(h.crop_scale),
+            hflip=h.hflip,
+            cutout=h.cutout,
+            interpolation=h.train_interpolation,
+        )
+        dataset = AugmentedDataset(self._splits().train, transform, seed=self._seed())
+        world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
+        sampler = EpochDistributedSampler(
+            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self._seed(), drop_last=True
+        )
+        if len(sampler) < self.batch_size:
+            raise ValueError(
+                f"data.batch_size {self.batch_size} is larger than the {len(sampler)} training images per device"
+            )
+        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        if split not in self._eval_loaders:
+            transform = eval_transform(
+                int(self._setting("eval_size")),
+                mean=self._setting("mean"),
+                std=self._setting("std"),
+                crop_pct=float(self._setting("crop_pct")),
+                interpolation=self.hparams.eval_interpolation,
+            )
+            dataset = AugmentedDataset(getattr(self._splits(), split), transform)
+            self._eval_loaders[split] = DataLoader(
+                dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs()
+            )
+        return self._eval_loaders[split]
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

@@ -1,0 +1,249 @@
+"""The datasets, read from torchvision's on-disk layouts under `data.root`; nothing is downloaded.
+
+Every split yields `(uint8 RGB array HxWx3, class index)`, the input albumentations wants.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+from torchvision.datasets import CIFAR10, CIFAR100, Flowers102, ImageFolder, StanfordCars
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """A dataset folder is missing or incomplete; the message says where it should be and how to get it."""
+
+
+class CorruptImageError(OSError):
+    """An image file that cannot be decoded; the message names the file."""
+
+
+def load_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode an image file to a uint8 RGB array, naming the file if it cannot be read."""
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError) as err:
+        raise CorruptImageError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
+
+
+class ArrayDataset(Dataset):
+    """Images already in memory as a uint8 array (N, H, W, 3)."""
+
+    def __init__(self, images: np.ndarray, labels: Sequence[int]) -> None:
+        assert images.ndim == 4 and images.shape[-1] == 3 and images.dtype == np.uint8
+        self.images, self.labels = images, list(labels)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return self.images[index], self.labels[index]
+
+
+@dataclass(frozen=True)
+class Splits:
+    """`train` is trained on; `val` is evaluated every epoch; `test` by `train.py test`."""
+
+    train: Dataset
+    val: Dataset
+    test: Dataset
+    classes: list[str]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ------------------------------------------------------------------ digits (embedded)
+
+
+def load_digits_splits(val_fraction: float = 0.2, seed: int = 0) -> Splits:
+    """scikit-learn's handwritten digits (1,797 real 8x8 scans shipped inside the package): no download.
+
+    A fixed stratified split; `test` is the same held-out part as `val` (there is nothing else).
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    gray = np.round(digits.images * (255.0 / 16.0)).astype(np.uint8)  # 16 grey levels -> 0..255
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    train_idx, val_idx = train_test_split(
+        np.arange(len(rgb)), test_size=val_fraction, random_state=seed, stratify=digits.target
+    )
+    train = ArrayDataset(rgb[train_idx], digits.target[train_idx].tolist())
+    val = ArrayDataset(rgb[val_idx], digits.target[val_idx].tolist())
+    return Splits(train=train, val=val, test=val, classes=[str(d) for d in range(10)])
+
+
+# ------------------------------------------------------------------ files on disk
+
+
+def _require(paths: Sequence[Path], dataset: str, how_to_get: str) -> None:
+    missing = [p for p in paths if not p.exists()]
+    if missing:
+        raise DatasetNotFoundError(f"{dataset}: missing {missing[0]} (dataset missing or incomplete). {how_to_get}")
+
+
+class _CIFAR10Files(CIFAR10):
+    # torchvision checks md5 sums of the official pickles, which rejects trimmed copies and test fixtures;
+    # presence is checked instead, and a damaged pickle still fails loudly when read.
+    def _check_integrity(self) -> bool:
+        folder = Path(self.root, self.base_folder)
+        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    def _load_meta(self) -> None:
+        with open(Path(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
+            self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
+
+
+class _CIFAR100Files(_CIFAR10Files):
+    base_folder, train_list, test_list, meta = (
+        CIFAR100.base_folder,
+        CIFAR100.train_list,
+        CIFAR100.test_list,
+        CIFAR100.meta,
+    )
+
+
+class _Flowers102Files(Flowers102):
+    def _check_integrity(self) -> bool:  # presence instead of md5, as for CIFAR above
+        return self._images_folder.is_dir() and all(
+            (self._base_folder / name).is_file() for name, _ in (self._file_dict["label"], self._file_dict["setid"])
+        )
+
+
+CIFAR_HOW_TO = (
+    'Download {url} and extract it into {root} (or run once: python -c "import torchvision; '
+    "torchvision.datasets.{cls}('{root}', download=True)\")."
+)
+
+
+def load_cifar_splits(root: Path, num_classes: int) -> Splits:
+    """CIFAR-10/100 from torchvision's pickles: {root}/cifar-10-batches-py or {root}/cifar-100-python.
+
+    No validation split in the papers: `val` and `test` are the 10,000 test images.
+    """
+    cls = _CIFAR10Files if num_classes == 10 else _CIFAR100Files
+    reference = CIFAR10 if num_classes == 10 else CIFAR100
+    folder = root / cls.base_folder
+    files = [name for name, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    how = CIFAR_HOW_TO.format(url=reference.url, root=root, cls=reference.__name__)
+    _require([folder, *(folder / f for f in files)], f"cifar{num_classes}", how)
+    splits = []
+    for train in (True, False):
+        try:
+            ds = cls(str(root), train=train, download=False)
+        except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
+            raise DatasetNotFoundError(f"cifar{num_classes}: {folder} holds a damaged pickle ({err})") from None
+        splits.append((ds.data, ds.targets, ds.classes))
+    (train_x, train_y, classes), (test_x, test_y, _) = splits
+    test = ArrayDataset(test_x, test_y)
+    return Splits(train=ArrayDataset(train_x, train_y), val=test, test=test, classes=list(classes))
+
+
+def load_flowers102_splits(root: Path) -> Splits:
+    """Oxford Flowers102: train + val (2,040 images) for training, test (6,149) for evaluation (facts 5)."""
+    folder = root / "flowers-102"
+    how = (
+        "Get 102flowers.tgz, imagelabels.mat and setid.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ "
+        f"and put them as {folder}/jpg/*.jpg, {folder}/imagelabels.mat, {folder}/setid.mat "
+        f"(or torchvision.datasets.Flowers102('{root}', download=True))."
+    )
+    _require([folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat"], "flowers102", how)
+    train, val, test = (_Flowers102Files(str(root), split=s, loader=load_rgb) for s in ("train", "val", "test"))
+    from torch.utils.data import ConcatDataset
+
+    classes = [str(i) for i in range(102)]  # the .mat files carry indices only
+    return Splits(train=ConcatDataset([train, val]), val=test, test=test, classes=classes)
+
+
+def load_stanford_cars_splits(root: Path) -> Splits:
+    """Stanford Cars (196 classes): 8,144 train / 8,041 test images in torchvision's layout."""
+    folder = root / "stanford_cars"
+    how = (
+        "torchvision can no longer download it; get the images and devkit (e.g. the Kaggle mirror "
+        "'jessicali9530/stanford-cars-dataset' plus cars_test_annos_withlabels.mat) and lay them out as "
+        f"{folder}/cars_train/, {folder}/cars_test/, {folder}/devkit/cars_meta.mat, "
+        f"{folder}/devkit/cars_train_annos.mat, {folder}/cars_test_annos_withlabels.mat."
+    )
+    required = [
+        folder / "devkit" / "cars_meta.mat",
+        folder / "devkit" / "cars_train_annos.mat",
+        folder / "cars_train",
+        folder / "cars_test",
+        folder / "cars_test_annos_withlabels.mat",
+    ]
+    _require(required, "stanford_cars", how)
+    train = StanfordCars(str(root), split="train", loader=load_rgb)
+    test = StanfordCars(str(root), split="test", loader=load_rgb)
+    return Splits(train=train, val=test, test=test, classes=list(train.classes))
+
+
+def load_imagefolder_splits(root: Path) -> Splits:
+    """ImageNet-style class folders: {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg."""
+    how = (
+        f"Lay the data out as {root}/train/<class>/<image> and {root}/val/<class>/<image> with the same class "
+        "folders in both (for ImageNet, torchvision.datasets.ImageNet's layout or the usual valprep.sh)."
+    )
+    _require([root / "train", root / "val"], "imagefolder", how)
+    train, val = (_image_folder(root / split, how) for split in ("train", "val"))
+    if val.classes != train.classes:
+        extra = sorted(set(val.classes) ^ set(train.classes))
+        raise DatasetNotFoundError(
+            f"imagefolder: {root}/val and {root}/train have different class folders (first difference {extra[0]!r})"
+        )
+    return Splits(train=train, val=val, test=val, classes=list(train.classes))
+
+
+def _image_folder(folder: Path, how: str) -> ImageFolder:
+    try:
+        return ImageFolder(str(folder), loader=load_rgb)
+    except FileNotFoundError as err:  # no class folders, or class folders without images
+        raise DatasetNotFoundError(f"imagefolder: {folder}: {err}. {how}") from None
+
+
+def imagefolder_classes(root: Path) -> list[str]:
+    """Class names of an ImageFolder tree without listing its images (cheap, for the class count)."""
+    train = root / "train"
+    _require([train], "imagefolder", f"Expected class folders under {train}/<class>/.")
+    return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
+
+
+DATASETS = ("digits", "cifar10", "cifar100", "flowers102", "stanford_cars", "imagefolder")
+NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "flowers102": 102, "stanford_cars": 196}
+
+
+def num_classes_of(name: str, root: str | os.PathLike) -> int:
+    """The class count, known before any image is read (ImageFolder: its train class folders)."""
+    check_name(name)
+    return NUM_CLASSES[name] if name in NUM_CLASSES else len(imagefolder_classes(Path(root)))
+
+
+def check_name(name: str) -> None:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r} (data.name); choose from {list(DATASETS)}")
+
+
+def load_splits(name: str, root: str | os.PathLike) -> Splits:
+    """The train/val/test splits of dataset `name` under `root`."""
+    check_name(name)
+    root = Path(root)
+    if name == "digits":
+        return load_digits_splits()
+    if name in ("cifar10", "cifar100"):
+        return load_cifar_splits(root, NUM_CLASSES[name])
+    if name == "flowers102":
+        return load_flowers102_splits(root)
+    if name == "stanford_cars":
+        return load_stanford_cars_splits(root)
+    return load_imagefolder_splits(root)

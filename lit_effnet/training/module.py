@@ -1,0 +1,172 @@
+"""LitEfficientNet: the LightningModule around a plain classification network."""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import nn
+from torch.optim.lr_scheduler import LambdaLR
+from torchmetrics import MetricCollection
+from torchmetrics.classification import MulticlassAccuracy
+
+from lit_effnet.models import create_model
+from lit_effnet.training.optim import (
+    OptimizerName,
+    ScheduleName,
+    build_optimizer,
+    global_batch_size,
+    lr_multiplier,
+    param_groups,
+    scaled_lr,
+)
+
+
+def _accuracy(num_classes: int) -> MetricCollection:
+    return MetricCollection(
+        {
+            "acc1": MulticlassAccuracy(num_classes, top_k=1),
+            "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes)),
+        }
+    )
+
+
+class LitEfficientNet(LightningModule):
+    """Trains a classifier with the EfficientNet papers' recipe (facts 4).
+
+    Args:
+        name: a `lit_effnet.create_model` name; or pass `net` instead.
+        num_classes: classifier width (the CLI takes it from the datamodule).
+        net: any classification `nn.Module` (then `name` stays None); hyperparameters do not store it.
+        model_kwargs: `create_model` overrides (width, depth, dropout, drop_path_rate, bn_momentum,
+            bn_eps, padding, activation, ...).
+        optimizer: rmsprop_tf (the papers': TF semantics), sgd or adamw.
+        lr_per_256: base LR per 256 images, scaled by the global batch (devices x batch x accumulation).
+        lr: an absolute LR instead of the scaled one.
+        weight_decay: on conv/linear weights only.
+        lr_schedule: exponential (x decay_rate every decay_epochs, per step), cosine or constant.
+        warmup_epochs: linear warmup from 0 (fractions allowed).
+        label_smoothing: also applied to mixed (soft) targets.
+        mixup_alpha, cutmix_alpha: timm Mixup/CutMix; ProgressiveLearning overrides mixup_alpha per stage.
+        channels_last: run the network in NHWC memory format.
+    """
+
+    def __init__(
+        self,
+        name: str | None = None,
+        num_classes: int = 1000,
+        *,
+        net: nn.Module | None = None,
+        model_kwargs: dict[str, Any] | None = None,
+        optimizer: OptimizerName = "rmsprop_tf",
+        lr_per_256: float = 0.016,
+        lr: float | None = None,
+        weight_decay: float = 1e-5,
+        momentum: float = 0.9,
+        lr_schedule: ScheduleName = "exponential",
+        warmup_epochs: float = 5.0,
+        decay_epochs: float = 2.4,
+        decay_rate: float = 0.97,
+        label_smoothing: float = 0.1,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        channels_last: bool = False,
+    ) -> None:
+        super().__init__()
+        if (name is None) == (net is None):
+            raise ValueError("LitEfficientNet needs exactly one of `name` (a model name) or `net` (an nn.Module)")
+        self.save_hyperparameters(ignore=["net"])
+        if net is None:
+            net = create_model(name, num_classes=num_classes, **(model_kwargs or {}))
+        elif getattr(net, "num_classes", num_classes) != num_classes:
+            net.reset_classifier(num_classes)
+        self.net = net
+        self.num_classes = num_classes
+        self.metrics = nn.ModuleDict({"val": _accuracy(num_classes), "test": _accuracy(num_classes)})
+        self.mixup = None
+        self.set_mixup_alpha(mixup_alpha)
+
+    # ------------------------------------------------------------------ pieces
+
+    def set_mixup_alpha(self, alpha: float) -> None:
+        """Mixup strength from the next batch on (0 and no CutMix: plain hard targets)."""
+        self.mixup_alpha = float(alpha)
+        cutmix = self.hparams.cutmix_alpha
+        if self.mixup_alpha > 0 or cutmix > 0:
+            from timm.data import Mixup
+
+            # Smoothing stays in the loss, so it applies identically with and without mixing.
+            self.mixup = Mixup(
+                mixup_alpha=self.mixup_alpha, cutmix_alpha=cutmix, label_smoothing=0.0, num_classes=self.num_classes
+            )
+        else:
+            self.mixup = None
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.net(self.prepare_images(images))
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with label smoothing; targets are class indices or (mixed) probabilities."""
+        return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
+
+    # ------------------------------------------------------------------ steps
+
+    def on_fit_start(self) -> None:
+        if self.hparams.channels_last:
+            self.net.to(memory_format=torch.channels_last)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        images, targets = batch
+        if self.mixup is not None:
+            images, targets = self.mixup(images, targets)
+        loss = self.loss(self(images), targets)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+        return loss
+
+    def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
+        images, targets = batch
+        logits = self(images)
+        self.log(f"{split}/loss", self.loss(logits, targets), on_epoch=True, sync_dist=True)
+        metrics = self.metrics[split]
+        metrics.update(logits, targets)
+        self.log_dict({f"{split}/{k}": v for k, v in metrics.items()}, on_epoch=True, prog_bar=split == "val")
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._eval_step(batch, "test")
+
+    # ------------------------------------------------------------------ optimisation
+
+    def base_lr(self) -> float:
+        if self.hparams.lr is not None:
+            return self.hparams.lr
+        per_device = getattr(self.trainer.datamodule, "batch_size", None)
+        if per_device is None:
+            raise ValueError("model.lr_per_256 needs the datamodule's batch_size to scale by; set model.lr instead")
+        batch = global_batch_size(self.trainer.world_size, per_device, self.trainer.accumulate_grad_batches)
+        return scaled_lr(self.hparams.lr_per_256, batch)
+
+    def configure_optimizers(self) -> dict:
+        h = self.hparams
+        optimizer = build_optimizer(h.optimizer, param_groups(self.net, h.weight_decay), self.base_lr(), h.momentum)
+        total_steps = int(self.trainer.estimated_stepping_batches)  # also sets up the train loader
+        steps_per_epoch = max(1.0, self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        multiplier = partial(
+            lr_multiplier,
+            schedule=h.lr_schedule,
+            warmup_steps=round(h.warmup_epochs * steps_per_epoch),
+            total_steps=total_steps,
+            decay_steps=h.decay_epochs * steps_per_epoch,
+            decay_rate=h.decay_rate,
+        )
+        scheduler = LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

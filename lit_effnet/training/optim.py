@@ -1,0 +1,75 @@
+"""The papers' optimisation recipe (facts 4) as small pure functions."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Literal
+
+import torch
+from torch import nn
+
+OptimizerName = Literal["rmsprop_tf", "sgd", "adamw"]
+ScheduleName = Literal["exponential", "cosine", "constant"]
+
+
+def global_batch_size(devices: int, per_device: int, accumulation: int = 1) -> int:
+    """Images per optimizer step over all devices."""
+    return devices * per_device * accumulation
+
+
+def scaled_lr(lr_per_256: float, global_batch: int) -> float:
+    """Linear scaling: the recipe's LR is per 256 images (V2 code: 0.016 per 256, 0.256 at 4096)."""
+    return lr_per_256 * global_batch / 256
+
+
+def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only: not on biases or BN gamma/beta (facts 4)."""
+    decay, no_decay = [], []
+    for param in module.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else no_decay).append(param)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(
+    name: OptimizerName, groups: Iterable[dict], lr: float, momentum: float = 0.9
+) -> torch.optim.Optimizer:
+    """RMSProp with TF semantics (the papers'), SGD with Nesterov momentum, or AdamW."""
+    if name == "rmsprop_tf":
+        from timm.optim import RMSpropTF
+
+        # TF: decay 0.9, momentum 0.9, epsilon 1e-3 inside the sqrt, square average initialised to 1.
+        return RMSpropTF(groups, lr=lr, alpha=0.9, eps=1e-3, momentum=momentum)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr)
+    raise ValueError(f"unknown optimizer {name!r} (model.optimizer); choose from rmsprop_tf, sgd, adamw")
+
+
+def lr_multiplier(
+    step: int,
+    *,
+    schedule: ScheduleName,
+    warmup_steps: int,
+    total_steps: int,
+    decay_steps: float = 1.0,
+    decay_rate: float = 0.97,
+) -> float:
+    """Factor on the base LR after `step` optimizer steps.
+
+    Linear warmup, then `exponential`: decay_rate ** floor(step / decay_steps) counted from step 0,
+    as TF's staircase exponential_decay (x0.97 every 2.4 epochs); `cosine`: half cosine from the end
+    of warmup to zero at total_steps; `constant`: 1.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "exponential":
+        return decay_rate ** math.floor(step / decay_steps)
+    if schedule == "cosine":
+        progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    if schedule == "constant":
+        return 1.0
+    raise ValueError(f"unknown lr_schedule {schedule!r} (model.lr_schedule); choose from exponential, cosine, constant")
