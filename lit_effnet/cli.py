@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_effnet.callbacks import EMA, ProgressiveLearning
+from lit_effnet.callbacks.checkpoint import best_checkpoint, last_checkpoint
 from lit_effnet.data import CorruptImageError, DatasetNotFoundError, ImageDataModule
 from lit_effnet.models.weights import WeightsMismatchError
 from lit_effnet.training import LitEfficientNet
@@ -117,24 +118,11 @@ class EffNetCLI(LightningCLI):
         parser.set_defaults({"trainer.logger": logger})
 
     def after_fit(self) -> None:
-        checkpoint = self.trainer.checkpoint_callback
-        if self.trainer.is_global_zero and isinstance(checkpoint, ModelCheckpoint) and checkpoint.best_model_path:
-            print(
-                f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f}: {checkpoint.best_model_path}\n"
-                f"last: {checkpoint.last_model_path} (resume with --ckpt_path last)"
-            )
-
-
-def checkpoint_callback() -> ModelCheckpoint:
-    """last.ckpt every epoch and the best by val/acc1 (the EMA model's when EMA is on)."""
-    return ModelCheckpoint(
-        monitor="val/acc1",
-        mode="max",
-        save_last=True,
-        save_top_k=1,
-        filename="best-epoch{epoch:03d}-acc{val/acc1:.4f}",
-        auto_insert_metric_name=False,
-    )
+        best = self.trainer.checkpoint_callback  # the first ModelCheckpoint: best_checkpoint()
+        if self.trainer.is_global_zero and best is not None and best.best_model_path:
+            last = Path(best.best_model_path).with_name("last.ckpt")
+            print(f"best {best.monitor} {float(best.best_model_score):.4f}: {best.best_model_path}")
+            print(f"last: {last} (resume with --ckpt_path last)")
 
 
 USER_ERRORS = (CommandError, DatasetNotFoundError, CorruptImageError, WeightsMismatchError, ValueError, OSError)
@@ -152,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     from jsonargparse import ArgumentError
 
+    # We pass the rewritten sys.argv as `args` on purpose; Lightning warns about that combination.
+    warnings.filterwarnings("ignore", message="LightningCLI's args parameter")
+
     try:
         args, run_name, version = rewrite_argv(sys.argv[1:] if argv is None else argv)
         EffNetCLI(
@@ -161,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_name=run_name,
             logger_version=version,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [checkpoint_callback()]},
+            trainer_defaults={"callbacks": [best_checkpoint(), last_checkpoint()]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )

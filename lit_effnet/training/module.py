@@ -80,7 +80,10 @@ class LitEfficientNet(LightningModule):
             raise ValueError("LitEfficientNet needs exactly one of `name` (a model name) or `net` (an nn.Module)")
         self.save_hyperparameters(ignore=["net"])
         if net is None:
-            net = create_model(name, num_classes=num_classes, **(model_kwargs or {}))
+            try:
+                net = create_model(name, num_classes=num_classes, **(model_kwargs or {}))
+            except ValueError as err:
+                raise ValueError(f"model: {err}") from None
         elif getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
         self.net = net

@@ -1,0 +1,120 @@
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from lit_effnet.data.datasets import (
+    CorruptImageError,
+    DatasetNotFoundError,
+    load_splits,
+    num_classes_of,
+)
+from tests.data.fixtures import (
+    write_cifar10,
+    write_cifar100,
+    write_flowers102,
+    write_imagefolder,
+    write_stanford_cars,
+)
+
+
+def test_digits_is_embedded_with_a_fixed_stratified_split():
+    splits = load_splits("digits", "nowhere")  # no files needed
+    assert (len(splits.train), len(splits.val), splits.num_classes) == (1437, 360, 10)
+    image, label = splits.train[0]
+    assert image.shape == (8, 8, 3) and image.dtype == np.uint8 and 0 <= label < 10
+    assert image.max() > 200  # 16 grey levels stretched to 0..255
+    counts = np.bincount([splits.val[i][1] for i in range(len(splits.val))], minlength=10)
+    assert counts.min() >= 35  # stratified: every digit held out
+    again = load_splits("digits", "nowhere")
+    assert np.array_equal(again.val[7][0], splits.val[7][0])
+
+
+def test_cifar10_reads_torchvisions_pickles(tmp_path):
+    write_cifar10(tmp_path)
+    splits = load_splits("cifar10", tmp_path)
+    assert (len(splits.train), len(splits.test), splits.classes[0]) == (30, 5, "airplane")
+    image, label = splits.train[3]
+    assert image.shape == (32, 32, 3) and image.dtype == np.uint8 and 0 <= label < 10
+    assert splits.val is splits.test
+
+
+def test_cifar100_uses_the_fine_labels(tmp_path):
+    write_cifar100(tmp_path)
+    splits = load_splits("cifar100", tmp_path)
+    assert (len(splits.train), len(splits.test), splits.num_classes) == (12, 7, 100)
+    assert max(splits.train[i][1] for i in range(12)) < 100
+
+
+def test_flowers102_trains_on_train_plus_val_and_evaluates_on_test(tmp_path):
+    ids = write_flowers102(tmp_path)
+    splits = load_splits("flowers102", tmp_path)
+    assert len(splits.train) == len(ids["trnid"]) + len(ids["valid"]) and len(splits.test) == len(ids["tstid"])
+    # labels are 0-based: image id k has .mat label k % 102 + 1
+    assert [splits.train[i][1] for i in range(5)] == [1, 2, 3, 4, 5]
+    assert [splits.test[i][1] for i in range(5)] == [6, 7, 8, 9, 10]
+    assert splits.num_classes == 102 and splits.train[0][0].shape == (30, 40, 3)
+
+
+def test_stanford_cars_reads_the_devkit(tmp_path):
+    train_classes, test_classes = write_stanford_cars(tmp_path)
+    splits = load_splits("stanford_cars", tmp_path)
+    assert [splits.train[i][1] for i in range(4)] == [c - 1 for c in train_classes]
+    assert [splits.test[i][1] for i in range(3)] == [c - 1 for c in test_classes]
+    assert splits.num_classes == 196 and splits.classes[0] == "Car Model 1"
+
+
+def test_imagefolder_reads_class_folders_and_counts_classes_cheaply(tmp_path):
+    write_imagefolder(tmp_path)
+    splits = load_splits("imagefolder", tmp_path)
+    assert splits.classes == ["cat", "dog", "eel"] and (len(splits.train), len(splits.val)) == (12, 6)
+    assert num_classes_of("imagefolder", tmp_path) == 3
+
+
+@pytest.mark.parametrize(
+    ("name", "missing"),
+    [
+        ("cifar10", "cifar-10-batches-py"),
+        ("cifar100", "cifar-100-python"),
+        ("flowers102", "flowers-102"),
+        ("stanford_cars", "stanford_cars"),
+        ("imagefolder", "train"),
+    ],
+)
+def test_a_missing_dataset_names_the_path_and_how_to_get_it(tmp_path, name, missing):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits(name, tmp_path)
+    message = str(err.value)
+    assert str(tmp_path / missing) in message and "\n" not in message
+    assert any(word in message for word in ("http", "Download", "Lay the data out", "get the images"))
+
+
+def test_an_incomplete_dataset_names_the_first_missing_file(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "data_batch_3").unlink()
+    with pytest.raises(DatasetNotFoundError, match="data_batch_3"):
+        load_splits("cifar10", tmp_path)
+
+
+def test_mismatching_imagefolder_classes_are_reported(tmp_path):
+    write_imagefolder(tmp_path)
+    (tmp_path / "val" / "eel").rename(tmp_path / "val" / "emu")
+    with pytest.raises(DatasetNotFoundError, match="different class folders"):
+        load_splits("imagefolder", tmp_path)
+
+
+def test_a_corrupt_image_names_its_file(tmp_path):
+    write_imagefolder(tmp_path)
+    bad = tmp_path / "train" / "dog" / "1.jpg"
+    bad.write_bytes(b"\xff\xd8 truncated")
+    splits = load_splits("imagefolder", tmp_path)
+    index = next(i for i, (path, _) in enumerate(splits.train.samples) if path == str(bad))
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
+        splits.train[index]
+    assert Image.open(tmp_path / "train" / "dog" / "0.jpg")  # neighbours still load
+
+
+def test_unknown_dataset_names_the_key():
+    with pytest.raises(ValueError, match=r"data.name"):
+        load_splits("mnist", ".")

@@ -1,0 +1,54 @@
+import math
+
+import pytest
+import torch
+from timm.optim import RMSpropTF
+
+from lit_effnet import create_model
+from lit_effnet.training.optim import build_optimizer, global_batch_size, lr_multiplier, param_groups, scaled_lr
+
+
+def test_lr_scales_linearly_with_the_global_batch():
+    # V2 code: 0.016 per 256 images -> 0.256 at batch 4096 (facts 4)
+    assert scaled_lr(0.016, global_batch_size(devices=32, per_device=128)) == pytest.approx(0.256)
+    assert global_batch_size(devices=8, per_device=64, accumulation=2) == 1024
+
+
+def test_exponential_decay_is_x097_every_2_4_epochs_stepped_per_step():
+    steps_per_epoch = 100
+    kw = dict(schedule="exponential", warmup_steps=500, total_steps=35_000, decay_steps=2.4 * steps_per_epoch)
+    assert lr_multiplier(0, **kw) == pytest.approx(1 / 500)
+    assert lr_multiplier(249, **kw) == pytest.approx(250 / 500)  # linear warmup
+    assert lr_multiplier(500, **kw) == pytest.approx(0.97 ** math.floor(500 / 240))
+    assert lr_multiplier(1000, **kw) == pytest.approx(0.97**4)  # floor(1000 / 240) = 4
+    assert lr_multiplier(35_000 - 1, **kw) == pytest.approx(0.97 ** math.floor(34_999 / 240))
+
+
+def test_cosine_decays_from_the_end_of_warmup_to_zero():
+    kw = dict(schedule="cosine", warmup_steps=10, total_steps=110)
+    assert lr_multiplier(10, **kw) == pytest.approx(1.0)
+    assert lr_multiplier(60, **kw) == pytest.approx(0.5)
+    assert lr_multiplier(110, **kw) == pytest.approx(0.0)
+
+
+def test_weight_decay_spares_biases_and_batchnorm():
+    model = create_model("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
+    decay, no_decay = param_groups(model, 1e-5)
+    assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
+    no_decay_ids = {id(p) for p in no_decay["params"]}
+    for name, param in model.named_parameters():
+        assert (id(param) in no_decay_ids) == (name.endswith("bias") or ".bn." in name), name
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(p.numel() for p in model.parameters())
+
+
+def test_rmsprop_has_tf_semantics():
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = build_optimizer("rmsprop_tf", [{"params": params}], lr=0.256)
+    assert isinstance(optimizer, RMSpropTF)
+    group = optimizer.param_groups[0]
+    assert (group["alpha"], group["momentum"], group["eps"]) == (0.9, 0.9, 1e-3)
+
+
+def test_unknown_optimizer_names_the_config_key():
+    with pytest.raises(ValueError, match=r"model.optimizer"):
+        build_optimizer("adam", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
