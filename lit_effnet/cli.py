@@ -3,7 +3,8 @@
 On top of LightningCLI this adds only what a config-driven research workflow needs:
 - `--config NAME` is looked up in configs/ (with or without .yaml) when it is not a path;
 - `fit` is the default subcommand; `--devices/--accelerator/--precision/--num_nodes/--strategy` are
-  short for `--trainer.<same>`;
+  short for `--trainer.<same>`, `--pretrained` for `--model.pretrained`, and `--files A B ...` for
+  `--data.predict_files [A, B, ...]`;
 - runs log and checkpoint to checkpoints/<config>/version_N/, and `--ckpt_path last` resumes the
   newest last.ckpt there, logging on into the same version;
 - a bad command (unknown key or file, wrong type, missing data, mismatching weights) prints one
@@ -12,16 +13,19 @@ On top of LightningCLI this adds only what a config-driven research workflow nee
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_effnet.callbacks import EMA, ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import best_checkpoint, last_checkpoint
+from lit_effnet.callbacks.predictions import TopKPrinter
 from lit_effnet.data import CorruptImageError, DatasetNotFoundError, ImageDataModule
 from lit_effnet.models.weights import WeightsMismatchError
 from lit_effnet.training import LitEfficientNet
@@ -68,7 +72,7 @@ def find_last_checkpoint(run_name: str, root: Path = CHECKPOINT_ROOT) -> tuple[P
 
 def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
     """Apply the shortcuts above; returns (LightningCLI argv, run name, logger version to resume into)."""
-    ours = {"--config", "--ckpt_path", *(f"--{key}" for key in TRAINER_SHORTCUTS)}
+    ours = {"--config", "--ckpt_path", "--pretrained", "--files", *(f"--{key}" for key in TRAINER_SHORTCUTS)}
     args: list[str] = []
     for arg in argv:  # "--config=x" -> "--config", "x" for the keys handled here
         key, sep, value = arg.partition("=")
@@ -76,17 +80,30 @@ def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
     if not args or args[0] not in SUBCOMMANDS:
         args.insert(0, "fit")
     out, run_name, resume_last = args[:1], "default", False
-    pairs = iter(args[1:])
-    for arg in pairs:
+    i = 1
+    while i < len(args):
+        arg = args[i]
         if arg not in ours:
             out.append(arg)
+            i += 1
             continue
-        value = next(pairs, None)
-        if value is None:
+        values = []  # --files takes every value up to the next option; the others take one
+        while i + 1 + len(values) < len(args) and not args[i + 1 + len(values)].startswith("--"):
+            values.append(args[i + 1 + len(values)])
+            if arg != "--files":
+                break
+        if not values:
             raise CommandError(f"{arg} needs a value")
-        if arg == "--config":
+        i += 1 + len(values)
+        value = values[0]
+        if arg == "--files":
+            out += ["--data.predict_files", json.dumps(values)]
+        elif arg == "--pretrained":
+            out += ["--model.pretrained", value]
+        elif arg == "--config":
             path = resolve_config(value)
-            run_name = config_run_name(path)
+            # An overlay extends the first name: transfer/cifar10 + transfer/official -> transfer/cifar10+official
+            run_name = config_run_name(path) if run_name == "default" else f"{run_name}+{path.stem}"
             out += [arg, str(path)]
         elif arg == "--ckpt_path":
             resume_last = value == "last"
@@ -101,7 +118,11 @@ def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
 
 
 class EffNetCLI(LightningCLI):
-    """LightningCLI with `progressive.*` and `ema.*` groups and the class count taken from the data."""
+    """LightningCLI with `progressive.*` and `ema.*` groups and the class count taken from the data.
+
+    EMA is off unless a config sets `ema: {class_path: lit_effnet.callbacks.EMA, init_args: {...}}` (or the
+    command line says `--ema EMA`); `--ema.decay 0.999` then overrides it and `--ema null` turns it off.
+    """
 
     def __init__(self, *args, run_name: str = "default", logger_version: int | None = None, **kwargs) -> None:
         self.run_name, self.logger_version = run_name, logger_version
@@ -109,13 +130,17 @@ class EffNetCLI(LightningCLI):
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ProgressiveLearning, "progressive")
-        parser.add_lightning_class_args(EMA, "ema", required=False)
+        parser.add_lightning_class_args(EMA, "ema", subclass_mode=True, required=False)
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         logger = {
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": str(CHECKPOINT_ROOT), "name": self.run_name, "version": self.logger_version},
         }
         parser.set_defaults({"trainer.logger": logger})
+
+    def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
+        # An optional callback group set to null (`ema: null`, the default) must not reach the Trainer as None.
+        return super()._instantiate_trainer(config, [callback for callback in callbacks if callback is not None])
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback  # the first ModelCheckpoint: best_checkpoint()
@@ -152,7 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_name=run_name,
             logger_version=version,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [best_checkpoint(), last_checkpoint()]},
+            trainer_defaults={"callbacks": [best_checkpoint(), last_checkpoint(), TopKPrinter()]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )

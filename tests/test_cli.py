@@ -71,6 +71,8 @@ def test_print_config_shows_dotted_overrides(capsys):
         (["--config", "quickstart", "--data.name", "mnist"], "data.name"),
         (["--config", "quickstart", "--progressive.num_stages", "40"], "progressive.num_stages"),
         (["--config", "quickstart", "--ckpt_path", "last"], "--ckpt_path last"),
+        (["--config", "transfer/digits_rotation"], "pretrained: no such file checkpoints/quickstart"),
+        (["--config", "quickstart", "--pretrained", "missing.safetensors"], "missing.safetensors"),
     ],
 )
 def test_bad_input_is_one_line_naming_the_culprit_and_exit_2(capsys, argv, culprit):

@@ -15,30 +15,33 @@ class ProgressiveLearning(Callback):
     lose). Image size and RandAugment magnitude reach the data through `ImageDataModule`, which asks
     `stage_settings` when Lightning requests the train loader (before `on_train_epoch_start`);
     dropout and mixup alpha are set here on the live module before the stage's first batch.
-    With `num_stages=1` training uses the last values throughout (progressive learning off).
+    With `num_stages=1` training uses the last values throughout (progressive learning off); a value
+    set to None is not scheduled, and the model's or data's own setting applies.
     """
 
     def __init__(
         self,
         num_stages: int = 4,
-        image_size: tuple[int, int] = (128, 300),
-        dropout: tuple[float, float] = (0.1, 0.3),
-        randaug_magnitude: tuple[float, float] = (5.0, 10.0),
-        mixup_alpha: tuple[float, float] = (0.0, 0.0),
+        image_size: tuple[int, int] | None = (128, 300),
+        dropout: tuple[float, float] | None = (0.1, 0.3),
+        randaug_magnitude: tuple[float, float] | None = (5.0, 10.0),
+        mixup_alpha: tuple[float, float] | None = (0.0, 0.0),
         size_multiple: int = 8,
     ) -> None:
+        def pair(value):
+            return None if value is None else tuple(value)
+
         self.schedule = ProgressiveSchedule(
             num_stages=num_stages,
-            image_size=tuple(image_size),
-            dropout=tuple(dropout),
-            randaug_magnitude=tuple(randaug_magnitude),
-            mixup_alpha=tuple(mixup_alpha),
+            image_size=pair(image_size),
+            dropout=pair(dropout),
+            randaug_magnitude=pair(randaug_magnitude),
+            mixup_alpha=pair(mixup_alpha),
             size_multiple=size_multiple,
         )
 
-    @staticmethod
-    def _max_epochs(trainer: Trainer) -> int:
-        if trainer.max_epochs is None or trainer.max_epochs < 1:
+    def _max_epochs(self, trainer: Trainer) -> int | None:
+        if self.schedule.num_stages > 1 and (trainer.max_epochs is None or trainer.max_epochs < 1):
             raise ValueError("progressive learning splits trainer.max_epochs into stages: set trainer.max_epochs")
         return trainer.max_epochs
 
@@ -59,9 +62,9 @@ class ProgressiveLearning(Callback):
     def _apply(self, trainer: Trainer, pl_module: LightningModule) -> StageSettings:
         settings = self.stage_settings(trainer)
         net = getattr(pl_module, "net", pl_module)
-        if hasattr(net, "set_dropout"):
+        if settings.dropout is not None and hasattr(net, "set_dropout"):
             net.set_dropout(settings.dropout)
-        if hasattr(pl_module, "set_mixup_alpha"):
+        if settings.mixup_alpha is not None and hasattr(pl_module, "set_mixup_alpha"):
             pl_module.set_mixup_alpha(settings.mixup_alpha)
         return settings
 
@@ -71,12 +74,23 @@ class ProgressiveLearning(Callback):
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         settings = self._apply(trainer, pl_module)
+        # The values in force, whether this schedule or the model/data set them.
+        image_size, magnitude = (
+            trainer.datamodule.train_stage()
+            if hasattr(trainer.datamodule, "train_stage")
+            else (
+                settings.image_size,
+                settings.randaug_magnitude,
+            )
+        )
+        net = getattr(pl_module, "net", pl_module)
         values = {
             "train/stage": settings.stage,
-            "train/image_size": settings.image_size,
-            "train/dropout": settings.dropout,
-            "train/randaug_magnitude": settings.randaug_magnitude,
-            "train/mixup_alpha": settings.mixup_alpha,
+            "train/image_size": image_size,
+            "train/dropout": getattr(net, "dropout_rate", settings.dropout),
+            "train/randaug_magnitude": magnitude,
+            "train/mixup_alpha": getattr(pl_module, "mixup_alpha", settings.mixup_alpha),
         }
         for key, value in values.items():
-            pl_module.log(key, float(value), on_step=False, on_epoch=True)
+            if value is not None:
+                pl_module.log(key, float(value), on_step=False, on_epoch=True)

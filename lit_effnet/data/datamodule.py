@@ -21,7 +21,14 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from lit_effnet.data.datasets import Splits, check_name, load_splits, num_classes_of
+from lit_effnet.data.datasets import (
+    DatasetNotFoundError,
+    Splits,
+    check_name,
+    load_rgb,
+    load_splits,
+    num_classes_of,
+)
 from lit_effnet.data.transforms import eval_transform, train_transform
 
 
@@ -57,6 +64,38 @@ class AugmentedDataset(Dataset):
         return self.transform(image=np.asarray(image))["image"], int(label)
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+def expand_image_paths(entries: Sequence[str]) -> list[Path]:
+    """Files as given; folders as their image files (recursively, sorted)."""
+    paths: list[Path] = []
+    for entry in entries:
+        path = Path(entry)
+        if path.is_dir():
+            paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"data.predict_files: no such file or folder {path}")
+    if not paths:
+        raise FileNotFoundError(f"data.predict_files: no images in {list(entries)}")
+    return paths
+
+
+class ImageFiles(Dataset):
+    """Image files to classify; the label slot carries the file's index."""
+
+    def __init__(self, paths: Sequence[Path]) -> None:
+        self.paths = list(paths)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, int]:
+        return load_rgb(self.paths[index]), index
+
+
 class ImageDataModule(LightningDataModule):
     """Train/val/test loaders for `name` under `root`, at the model's (or the stage's) image sizes.
 
@@ -74,6 +113,7 @@ class ImageDataModule(LightningDataModule):
         hflip: random horizontal flips (off for digits, where a flip changes the class).
         cutout: side of one cutout square as a fraction of the image (0: off).
         seed: augmentation and shuffling seed; None: the `seed_everything` seed (or 0).
+        predict_files: image files or folders for `train.py predict` (top-5 labels are printed).
     """
 
     def __init__(
@@ -98,6 +138,7 @@ class ImageDataModule(LightningDataModule):
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int | None = None,
+        predict_files: list[str] | None = None,
     ) -> None:
         super().__init__()
         check_name(name)
@@ -123,6 +164,16 @@ class ImageDataModule(LightningDataModule):
     def classes(self) -> list[str]:
         return self._splits().classes
 
+    def class_names(self) -> list[str] | None:
+        """Class names when the dataset is at hand (prediction may run where it is not)."""
+        try:
+            return self.classes
+        except DatasetNotFoundError:
+            return None
+
+    def predict_paths(self) -> list[Path]:
+        return expand_image_paths(self.hparams.predict_files or [])
+
     # ----------------------------------------------------------- settings
 
     def _model_spec(self) -> Any:
@@ -147,10 +198,12 @@ class ImageDataModule(LightningDataModule):
         progressive = next(
             (c for c in getattr(self.trainer, "callbacks", []) if isinstance(c, ProgressiveLearning)), None
         )
-        if progressive is not None:
-            stage = progressive.stage_settings(self.trainer)
-            return stage.image_size, stage.randaug_magnitude
-        return int(self._setting("image_size")), float(self.hparams.randaug_magnitude)
+        stage = progressive.stage_settings(self.trainer) if progressive is not None else None
+        size = stage.image_size if stage is not None and stage.image_size is not None else self._setting("image_size")
+        magnitude = self.hparams.randaug_magnitude
+        if stage is not None and stage.randaug_magnitude is not None:
+            magnitude = stage.randaug_magnitude
+        return int(size), float(magnitude)
 
     def _seed(self) -> int:
         if self.hparams.seed is not None:
@@ -182,7 +235,10 @@ class ImageDataModule(LightningDataModule):
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:
-        self._splits()
+        if stage == "predict":
+            self.predict_paths()  # fail fast on a missing file
+        else:
+            self._splits()
 
     def train_dataloader(self) -> DataLoader:
         size, magnitude = self.train_stage()
@@ -222,6 +278,7 @@ class ImageDataModule(LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         if split not in self._eval_loaders:
+            base = ImageFiles(self.predict_paths()) if split == "predict" else getattr(self._splits(), split)
             transform = eval_transform(
                 int(self._setting("eval_size")),
                 mean=self._setting("mean"),
@@ -229,7 +286,7 @@ class ImageDataModule(LightningDataModule):
                 crop_pct=float(self._setting("crop_pct")),
                 interpolation=self.hparams.eval_interpolation,
             )
-            dataset = AugmentedDataset(getattr(self._splits(), split), transform)
+            dataset = AugmentedDataset(base, transform)
             self._eval_loaders[split] = DataLoader(
                 dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs()
             )
@@ -240,3 +297,6 @@ class ImageDataModule(LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("predict")

@@ -84,6 +84,24 @@ def load_digits_splits(val_fraction: float = 0.2, seed: int = 0) -> Splits:
     return Splits(train=train, val=val, test=val, classes=[str(d) for d in range(10)])
 
 
+def load_digits_rotation_splits(seed: int = 0) -> Splits:
+    """A second embedded task on the same scans: how is the digit turned (0, 90, 180 or 270 degrees)?
+
+    Each image gets one fixed rotation, so the splits keep digits' sizes (1,437 / 360); the classes
+    are unrelated to the digit's identity, which makes it a transfer target for a digits model.
+    """
+    digits = load_digits_splits()
+    rng = np.random.default_rng(seed)
+
+    def rotated(split: ArrayDataset) -> ArrayDataset:
+        turns = rng.integers(0, 4, len(split))
+        images = np.stack([np.rot90(image, k) for image, k in zip(split.images, turns)])
+        return ArrayDataset(np.ascontiguousarray(images), turns.tolist())
+
+    val = rotated(digits.val)
+    return Splits(train=rotated(digits.train), val=val, test=val, classes=["0", "90", "180", "270"])
+
+
 # ------------------------------------------------------------------ files on disk
 
 
@@ -219,8 +237,15 @@ def imagefolder_classes(root: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
 
 
-DATASETS = ("digits", "cifar10", "cifar100", "flowers102", "stanford_cars", "imagefolder")
-NUM_CLASSES = {"digits": 10, "cifar10": 10, "cifar100": 100, "flowers102": 102, "stanford_cars": 196}
+DATASETS = ("digits", "digits_rotation", "cifar10", "cifar100", "flowers102", "stanford_cars", "imagefolder")
+NUM_CLASSES = {
+    "digits": 10,
+    "digits_rotation": 4,
+    "cifar10": 10,
+    "cifar100": 100,
+    "flowers102": 102,
+    "stanford_cars": 196,
+}
 
 
 def num_classes_of(name: str, root: str | os.PathLike) -> int:
@@ -240,6 +265,8 @@ def load_splits(name: str, root: str | os.PathLike) -> Splits:
     root = Path(root)
     if name == "digits":
         return load_digits_splits()
+    if name == "digits_rotation":
+        return load_digits_rotation_splits()
     if name in ("cifar10", "cifar100"):
         return load_cifar_splits(root, NUM_CLASSES[name])
     if name == "flowers102":

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -23,6 +24,12 @@ from lit_effnet.training.optim import (
     param_groups,
     scaled_lr,
 )
+from lit_effnet.training.transfer import backbone_and_head, load_backbone, read_pretrained
+
+
+def _limit(limit: int | float, batches: int) -> int:
+    """Lightning's limit_train_batches: a count or a fraction."""
+    return int(limit) if isinstance(limit, int) else int(batches * limit)
 
 
 def _accuracy(num_classes: int) -> MetricCollection:
@@ -52,6 +59,14 @@ class LitEfficientNet(LightningModule):
         label_smoothing: also applied to mixed (soft) targets.
         mixup_alpha, cutmix_alpha: timm Mixup/CutMix; ProgressiveLearning overrides mixup_alpha per stage.
         channels_last: run the network in NHWC memory format.
+        pretrained: weights to fine-tune from (all but the classifier, strictly): a lit-effnet .ckpt or run
+            folder, a lit-effnet .safetensors, or a timm/torchvision .pth/.safetensors. The checkpoints of
+            the fine-tuning record the settings the weights need (padding, BN eps, normalisation), not the path.
+        pretrained_source: the timm/torchvision model name, where the file cannot tell it.
+        pretrained_weights: from a lit-effnet .ckpt, its EMA weights ("ema") or the raw ones ("raw").
+        freeze_backbone_steps: train only the classifier for this many steps, with BN statistics frozen
+            (-1: throughout, a linear probe).
+        backbone_lr_scale: LR of everything but the classifier, relative to the classifier's.
     """
 
     def __init__(
@@ -74,23 +89,53 @@ class LitEfficientNet(LightningModule):
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
         channels_last: bool = False,
+        pretrained: str | None = None,
+        pretrained_source: str | None = None,
+        pretrained_weights: Literal["ema", "raw"] = "ema",
+        freeze_backbone_steps: int = 0,
+        backbone_lr_scale: float = 1.0,
     ) -> None:
         super().__init__()
-        if (name is None) == (net is None):
-            raise ValueError("LitEfficientNet needs exactly one of `name` (a model name) or `net` (an nn.Module)")
+        if net is not None and (name is not None or pretrained is not None):
+            raise ValueError("LitEfficientNet takes either `net` or `name` (with optional `pretrained`), not both")
+        if net is None and name is None and pretrained is None:
+            raise ValueError("LitEfficientNet needs `name` (a model name), `pretrained` or `net` (an nn.Module)")
         self.save_hyperparameters(ignore=["net"])
         if net is None:
-            try:
-                net = create_model(name, num_classes=num_classes, **(model_kwargs or {}))
-            except ValueError as err:
-                raise ValueError(f"model: {err}") from None
+            net = self._build_net(name, num_classes, dict(model_kwargs or {}), pretrained)
         elif getattr(net, "num_classes", num_classes) != num_classes:
             net.reset_classifier(num_classes)
+        if freeze_backbone_steps and not all(
+            hasattr(net, a) for a in ("forward_features", "forward_head", "classifier")
+        ):
+            raise ValueError(
+                "model.freeze_backbone_steps needs a net with forward_features, forward_head and classifier"
+            )
         self.net = net
         self.num_classes = num_classes
+        self._backbone_in_eval = False
         self.metrics = nn.ModuleDict({"val": _accuracy(num_classes), "test": _accuracy(num_classes)})
         self.mixup = None
         self.set_mixup_alpha(mixup_alpha)
+
+    def _build_net(self, name: str | None, num_classes: int, model_kwargs: dict, pretrained: str | None) -> nn.Module:
+        weights = None
+        if pretrained is not None:
+            h = self.hparams
+            weights = read_pretrained(pretrained, source=h.pretrained_source, weights=h.pretrained_weights)
+            if name is not None and name != weights.model_name:
+                raise ValueError(f"model.pretrained: {weights.origin} holds {weights.model_name}, model.name is {name}")
+            name = weights.model_name
+            model_kwargs = {**weights.settings, **model_kwargs}  # what the weights need, unless overridden
+            # A resume or load_from_checkpoint rebuilds from these, without the (maybe absent) file.
+            self.hparams.update(name=name, model_kwargs=model_kwargs, pretrained=None)
+        try:
+            net = create_model(name, num_classes=num_classes, **model_kwargs)
+        except ValueError as err:
+            raise ValueError(f"model: {err}") from None
+        if weights is not None:
+            load_backbone(net, weights)
+        return net
 
     # ------------------------------------------------------------------ pieces
 
@@ -124,11 +169,32 @@ class LitEfficientNet(LightningModule):
         if self.hparams.channels_last:
             self.net.to(memory_format=torch.channels_last)
 
+    def backbone_frozen(self) -> bool:
+        steps = self.hparams.freeze_backbone_steps
+        return steps < 0 or self.global_step < steps
+
+    def _forward_head_only(self, images: torch.Tensor) -> torch.Tensor:
+        """Classifier training on a frozen feature extractor whose BN statistics stay as loaded."""
+        self.net.eval()
+        for head_module in (self.net.dropout, self.net.classifier):
+            head_module.train()
+        with torch.no_grad():
+            features = self.net.forward_features(self.prepare_images(images))
+        return self.net.forward_head(features)
+
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         images, targets = batch
         if self.mixup is not None:
             images, targets = self.mixup(images, targets)
-        loss = self.loss(self(images), targets)
+        if self.backbone_frozen():
+            logits = self._forward_head_only(images)
+            self._backbone_in_eval = True
+        else:
+            if self._backbone_in_eval:  # the frozen phase just ended: BN and the rest train again
+                self.net.train()
+                self._backbone_in_eval = False
+            logits = self(images)
+        loss = self.loss(logits, targets)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
         return loss
@@ -147,6 +213,12 @@ class LitEfficientNet(LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._eval_step(batch, "test")
 
+    def predict_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, torch.Tensor]:
+        """Top-5 classes and probabilities of each image; `index` identifies the file."""
+        images, index = batch
+        probs, classes = self(images).softmax(-1).topk(min(5, self.num_classes), dim=-1)
+        return {"index": index, "probs": probs, "classes": classes}
+
     # ------------------------------------------------------------------ optimisation
 
     def base_lr(self) -> float:
@@ -158,11 +230,24 @@ class LitEfficientNet(LightningModule):
         batch = global_batch_size(self.trainer.world_size, per_device, self.trainer.accumulate_grad_batches)
         return scaled_lr(self.hparams.lr_per_256, batch)
 
+    def _batches_per_epoch(self) -> float:
+        batches = self.trainer.num_training_batches  # known once estimated_stepping_batches set up the loader
+        if not math.isfinite(batches):  # step-based runs (max_epochs -1) skip that set-up
+            datamodule = self.trainer.datamodule
+            batches = len(datamodule.train_dataloader()) if datamodule is not None else 1
+            batches = min(batches, _limit(self.trainer.limit_train_batches, batches))
+        return float(batches)
+
     def configure_optimizers(self) -> dict:
         h = self.hparams
-        optimizer = build_optimizer(h.optimizer, param_groups(self.net, h.weight_decay), self.base_lr(), h.momentum)
-        total_steps = int(self.trainer.estimated_stepping_batches)  # also sets up the train loader
-        steps_per_epoch = max(1.0, self.trainer.num_training_batches / self.trainer.accumulate_grad_batches)
+        lr = self.base_lr()
+        backbone, head = backbone_and_head(self.net)
+        groups = param_groups(backbone, h.weight_decay, lr * h.backbone_lr_scale) + param_groups(
+            head, h.weight_decay, lr
+        )
+        optimizer = build_optimizer(h.optimizer, groups, lr, h.momentum)
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        steps_per_epoch = max(1.0, self._batches_per_epoch() / self.trainer.accumulate_grad_batches)
         multiplier = partial(
             lr_multiplier,
             schedule=h.lr_schedule,

@@ -23,13 +23,17 @@ def scaled_lr(lr_per_256: float, global_batch: int) -> float:
     return lr_per_256 * global_batch / 256
 
 
-def param_groups(module: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on conv/linear weights only: not on biases or BN gamma/beta (facts 4)."""
+def param_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float | None = None) -> list[dict]:
+    """Weight decay on conv/linear weights only: not on biases or BN gamma/beta (facts 4); empty groups dropped."""
     decay, no_decay = [], []
-    for param in module.parameters():
+    for param in params:
         if param.requires_grad:
             (decay if param.ndim > 1 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if lr is not None:
+        for group in groups:
+            group["lr"] = lr
+    return [group for group in groups if group["params"]]
 
 
 def build_optimizer(

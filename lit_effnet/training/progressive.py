@@ -20,13 +20,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True, kw_only=True)
 class StageSettings:
-    """What one stage trains with."""
+    """What one stage trains with; None: not scheduled (the model's or data's own value applies)."""
 
     stage: int
-    image_size: int
-    dropout: float
-    randaug_magnitude: float
-    mixup_alpha: float
+    image_size: int | None
+    dropout: float | None
+    randaug_magnitude: float | None
+    mixup_alpha: float | None
 
 
 def _round_to_multiple(value: float, multiple: int) -> int:
@@ -35,13 +35,13 @@ def _round_to_multiple(value: float, multiple: int) -> int:
 
 @dataclass(frozen=True, kw_only=True)
 class ProgressiveSchedule:
-    """(first, last) value pairs interpolated over `num_stages` equal parts of `max_epochs`."""
+    """(first, last) value pairs interpolated over `num_stages` equal parts of `max_epochs`; None: not scheduled."""
 
     num_stages: int = 4
-    image_size: tuple[int, int] = (128, 300)
-    dropout: tuple[float, float] = (0.1, 0.3)
-    randaug_magnitude: tuple[float, float] = (5.0, 10.0)
-    mixup_alpha: tuple[float, float] = (0.0, 0.0)
+    image_size: tuple[int, int] | None = (128, 300)
+    dropout: tuple[float, float] | None = (0.1, 0.3)
+    randaug_magnitude: tuple[float, float] | None = (5.0, 10.0)
+    mixup_alpha: tuple[float, float] | None = (0.0, 0.0)
     size_multiple: int = 8
 
     def __post_init__(self) -> None:
@@ -49,12 +49,14 @@ class ProgressiveSchedule:
             raise ValueError(f"progressive.num_stages must be >= 1, got {self.num_stages}")
         for key in ("image_size", "dropout", "randaug_magnitude", "mixup_alpha"):
             pair = getattr(self, key)
-            if len(pair) != 2:
+            if pair is not None and len(pair) != 2:
                 raise ValueError(f"progressive.{key} must be [first, last], got {list(pair)}")
 
-    def stage_at(self, epoch: int, max_epochs: int) -> int:
+    def stage_at(self, epoch: int, max_epochs: int | None) -> int:
         """Stage of a 0-based epoch: max_epochs split into num_stages near-equal parts."""
-        if max_epochs < self.num_stages:
+        if self.num_stages == 1:
+            return 0  # also for step-based runs (max_epochs -1)
+        if max_epochs is None or max_epochs < self.num_stages:
             raise ValueError(
                 f"trainer.max_epochs ({max_epochs}) must be at least progressive.num_stages ({self.num_stages})"
             )
@@ -68,14 +70,18 @@ class ProgressiveSchedule:
         last = self.num_stages - 1
         t = stage / last if last else 1.0
 
-        def at(pair: tuple[float, float]) -> float:
-            return pair[1] if stage == last else pair[0] + (pair[1] - pair[0]) * t
+        def at(pair: tuple[float, float] | None) -> float | None:
+            if pair is None:
+                return None
+            return float(pair[1] if stage == last else pair[0] + (pair[1] - pair[0]) * t)
 
-        size = self.image_size[1] if stage == last else _round_to_multiple(at(self.image_size), self.size_multiple)
+        size = at(self.image_size)
+        if size is not None:
+            size = int(self.image_size[1]) if stage == last else _round_to_multiple(size, self.size_multiple)
         return StageSettings(
             stage=stage,
-            image_size=int(size),
-            dropout=float(at(self.dropout)),
-            randaug_magnitude=float(at(self.randaug_magnitude)),
-            mixup_alpha=float(at(self.mixup_alpha)),
+            image_size=size,
+            dropout=at(self.dropout),
+            randaug_magnitude=at(self.randaug_magnitude),
+            mixup_alpha=at(self.mixup_alpha),
         )

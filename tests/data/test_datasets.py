@@ -118,3 +118,13 @@ def test_a_corrupt_image_names_its_file(tmp_path):
 def test_unknown_dataset_names_the_key():
     with pytest.raises(ValueError, match=r"data.name"):
         load_splits("mnist", ".")
+
+
+def test_digits_rotation_labels_how_each_scan_is_turned():
+    digits, rotation = load_splits("digits", "."), load_splits("digits_rotation", ".")
+    assert (len(rotation.train), len(rotation.val), rotation.num_classes) == (1437, 360, 4)
+    for i in range(20):
+        image, turns = rotation.train[i]
+        assert np.array_equal(np.rot90(digits.train[i][0], turns), image)
+    labels = [rotation.train[i][1] for i in range(len(rotation.train))]
+    assert min(np.bincount(labels)) > 300  # all four rotations, roughly balanced

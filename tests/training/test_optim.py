@@ -33,7 +33,7 @@ def test_cosine_decays_from_the_end_of_warmup_to_zero():
 
 def test_weight_decay_spares_biases_and_batchnorm():
     model = create_model("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
-    decay, no_decay = param_groups(model, 1e-5)
+    decay, no_decay = param_groups(model.parameters(), 1e-5)
     assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
     no_decay_ids = {id(p) for p in no_decay["params"]}
     for name, param in model.named_parameters():
