@@ -6,7 +6,8 @@ On top of LightningCLI this adds only what a config-driven research workflow nee
   short for `--trainer.<same>`, `--pretrained` for `--model.pretrained`, and `--files A B ...` for
   `--data.predict_files [A, B, ...]`;
 - runs log and checkpoint to checkpoints/<config>/version_N/, and `--ckpt_path last` resumes the
-  newest last.ckpt there, logging on into the same version;
+  newest last.ckpt there, logging on into the same version (`--ckpt_path auto`: the same if there is
+  one, else a fresh start, for requeued cluster jobs);
 - a bad command (unknown key or file, wrong type, missing data, mismatching weights) prints one
   line naming the culprit and exits 2; LIT_EFFNET_TRACEBACK=1 shows the traceback instead.
 """
@@ -20,15 +21,19 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.plugins.io import CheckpointIO
 
 from lit_effnet.callbacks import EMA, ProgressiveLearning
-from lit_effnet.callbacks.checkpoint import best_checkpoint, last_checkpoint
+from lit_effnet.callbacks.checkpoint import AtomicCheckpointIO, best_checkpoint, last_checkpoint
 from lit_effnet.callbacks.predictions import TopKPrinter
+from lit_effnet.callbacks.seeding import EpochSeeding
 from lit_effnet.data import CorruptImageError, DatasetNotFoundError, ImageDataModule
 from lit_effnet.models.weights import WeightsMismatchError
 from lit_effnet.training import LitEfficientNet
+from lit_effnet.training.module import NonFiniteLossError
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TRAINER_SHORTCUTS = ("devices", "accelerator", "precision", "num_nodes", "strategy")
@@ -79,7 +84,7 @@ def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
         args += [key, value] if sep and key in ours else [arg]
     if not args or args[0] not in SUBCOMMANDS:
         args.insert(0, "fit")
-    out, run_name, resume_last = args[:1], "default", False
+    out, run_name, resume_last = args[:1], "default", None
     i = 1
     while i < len(args):
         arg = args[i]
@@ -106,14 +111,20 @@ def rewrite_argv(argv: Sequence[str]) -> tuple[list[str], str, int | None]:
             run_name = config_run_name(path) if run_name == "default" else f"{run_name}+{path.stem}"
             out += [arg, str(path)]
         elif arg == "--ckpt_path":
-            resume_last = value == "last"
+            resume_last = value if value in ("last", "auto") else None
             out += [arg, value]
         else:
             out += [f"--trainer.{arg.removeprefix('--')}", value]
     version = None
     if resume_last:
-        path, version = find_last_checkpoint(run_name)
-        out[out.index("--ckpt_path") + 1] = str(path)
+        at = out.index("--ckpt_path")
+        try:
+            path, version = find_last_checkpoint(run_name)
+            out[at + 1] = str(path)
+        except CommandError:
+            if resume_last == "last":
+                raise
+            del out[at : at + 2]  # auto, and nothing to resume: a fresh run
     return out, run_name, version
 
 
@@ -136,11 +147,19 @@ class EffNetCLI(LightningCLI):
             "class_path": "lightning.pytorch.loggers.TensorBoardLogger",
             "init_args": {"save_dir": str(CHECKPOINT_ROOT), "name": self.run_name, "version": self.logger_version},
         }
-        parser.set_defaults({"trainer.logger": logger})
+        # default_root_dir: where Lightning's SLURM auto-requeue writes (and finds) its hpc_ckpt_N.ckpt.
+        parser.set_defaults(
+            {"trainer.logger": logger, "trainer.default_root_dir": str(CHECKPOINT_ROOT / self.run_name)}
+        )
 
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
         # An optional callback group set to null (`ema: null`, the default) must not reach the Trainer as None.
-        return super()._instantiate_trainer(config, [callback for callback in callbacks if callback is not None])
+        callbacks = [callback for callback in callbacks if callback is not None]
+        plugins = config.get("plugins") or []
+        plugins = plugins if isinstance(plugins, list) else [plugins]
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            config["plugins"] = [*plugins, AtomicCheckpointIO()]  # no truncated last.ckpt after a crash
+        return super()._instantiate_trainer(config, callbacks)
 
     def after_fit(self) -> None:
         best = self.trainer.checkpoint_callback  # the first ModelCheckpoint: best_checkpoint()
@@ -150,7 +169,24 @@ class EffNetCLI(LightningCLI):
             print(f"last: {last} (resume with --ckpt_path last)")
 
 
-USER_ERRORS = (CommandError, DatasetNotFoundError, CorruptImageError, WeightsMismatchError, ValueError, OSError)
+# Mistakes in the command, the config or the data: one line, exit 2. Anything else is a bug: traceback.
+USER_ERRORS = (
+    CommandError, DatasetNotFoundError, CorruptImageError, WeightsMismatchError, NonFiniteLossError, ValueError,
+    OSError,
+)  # fmt: skip
+
+
+def check_checkpoint(path: str) -> None:
+    """Fail before anything starts when --ckpt_path is missing, unreadable or not a Lightning checkpoint."""
+    if not Path(path).is_file():
+        raise CommandError(f"--ckpt_path {path}: no such file")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, foreign or not a zip checkpoint
+        raise CommandError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+    missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
+    if missing:
+        raise CommandError(f"--ckpt_path {path}: not a lit-effnet checkpoint (no {missing[0]})")
 
 
 def one_line(err: BaseException) -> str:
@@ -170,6 +206,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         args, run_name, version = rewrite_argv(sys.argv[1:] if argv is None else argv)
+        if "--ckpt_path" in args:
+            check_checkpoint(args[args.index("--ckpt_path") + 1])
         EffNetCLI(
             LitEfficientNet,
             ImageDataModule,
@@ -177,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_name=run_name,
             logger_version=version,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [best_checkpoint(), last_checkpoint(), TopKPrinter()]},
+            trainer_defaults={"callbacks": [best_checkpoint(), last_checkpoint(), EpochSeeding(), TopKPrinter()]},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"exit_on_error": False},
         )

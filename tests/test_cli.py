@@ -39,13 +39,18 @@ def test_config_names_resolve_with_or_without_yaml_and_fit_is_the_default():
     assert rewrite_argv(["test", "--config", "quickstart.yaml"])[0][:2] == ["test", "--config"]
 
 
-def test_ckpt_path_last_resumes_the_newest_version(tmp_path):
+def test_ckpt_path_last_resumes_the_newest_version_and_auto_also_starts_fresh(tmp_path):
+    auto, _, auto_version = rewrite_argv(["--config", "quickstart", "--ckpt_path", "auto"])
+    assert "--ckpt_path" not in auto and auto_version is None  # nothing to resume yet: a fresh run
     for version in (0, 1):
         path = tmp_path / "checkpoints" / "quickstart" / f"version_{version}" / "checkpoints" / "last.ckpt"
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
         os.utime(path, (version, version))
     assert find_last_checkpoint("quickstart", tmp_path / "checkpoints") == (path, 1)
+    auto, _, auto_version = rewrite_argv(["--config", "quickstart", "--ckpt_path", "auto"])
+    assert auto[-2:] == ["--ckpt_path", str(Path("checkpoints/quickstart/version_1/checkpoints/last.ckpt"))]
+    assert auto_version == 1
     with pytest.raises(CommandError, match="no checkpoints/transfer/x/version_"):
         find_last_checkpoint("transfer/x", Path("checkpoints"))
 

@@ -41,6 +41,7 @@ class EMA(WeightAveraging):
         self.validate_raw = validate_raw
         self._decay_now = decay
         self._raw_metrics: torch.nn.ModuleDict | None = None
+        self._swapped = False  # EMA weights in the live module (during validation)
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.update_every_n_steps == 0
@@ -68,6 +69,7 @@ class EMA(WeightAveraging):
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_epoch_start(trainer, pl_module)
+        self._swapped = self._average_model is not None
         raw = self._raw_net()
         if self.validate_raw and raw is not None and not trainer.sanity_checking:
             raw.eval()
@@ -104,3 +106,10 @@ class EMA(WeightAveraging):
                 pl_module.log(f"val/{name}_raw", metric.compute(), on_epoch=True)
                 metric.reset()
         super().on_validation_epoch_end(trainer, pl_module)
+        self._swapped = False
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # Interrupted during validation: put the raw weights back before a checkpoint is written.
+        if self._swapped:
+            self._swap_models(pl_module)
+            self._swapped = False

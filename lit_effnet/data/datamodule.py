@@ -11,6 +11,7 @@ stage's image size or RandAugment magnitude differs from the cached one.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from lit_effnet.data.datasets import (
+    CorruptImageError,
     DatasetNotFoundError,
     Splits,
     check_name,
@@ -45,10 +47,26 @@ class EpochDistributedSampler(DistributedSampler):
 
 
 class AugmentedDataset(Dataset):
-    """Applies an albumentations pipeline; with `(epoch, index)` keys, seeded per sample."""
+    """Applies an albumentations pipeline; with `(epoch, index)` keys, seeded per sample.
 
-    def __init__(self, base: Dataset, transform: A.Compose, seed: int = 0) -> None:
-        self.base, self.transform, self.seed = base, transform, seed
+    With `skip_corrupt`, an undecodable image is replaced by the next readable one and counted in a
+    warning naming the file (per loader process); otherwise its CorruptImageError stops the run.
+    """
+
+    def __init__(self, base: Dataset, transform: A.Compose, seed: int = 0, skip_corrupt: bool = False) -> None:
+        self.base, self.transform, self.seed, self.skip_corrupt = base, transform, seed, skip_corrupt
+        self.skipped = 0
+
+    def _load(self, index: int) -> tuple[Any, int]:
+        for offset in range(len(self.base)):
+            try:
+                return self.base[(index + offset) % len(self.base)]
+            except CorruptImageError as err:
+                if not self.skip_corrupt:
+                    raise
+                self.skipped += 1
+                warnings.warn(f"skipped corrupt image ({self.skipped} in this process): {err}", stacklevel=2)
+        raise CorruptImageError(f"no readable image among the {len(self.base)} of this split")
 
     def __len__(self) -> int:
         return len(self.base)
@@ -60,7 +78,7 @@ class AugmentedDataset(Dataset):
             self.transform.set_random_seed(int(sample_seed))
         else:
             index = key
-        image, label = self.base[index]
+        image, label = self._load(index)
         return self.transform(image=np.asarray(image))["image"], int(label)
 
 
@@ -114,6 +132,8 @@ class ImageDataModule(LightningDataModule):
         cutout: side of one cutout square as a fraction of the image (0: off).
         seed: augmentation and shuffling seed; None: the `seed_everything` seed (or 0).
         predict_files: image files or folders for `train.py predict` (top-5 labels are printed).
+        skip_corrupt_images: replace an undecodable training/eval image by the next one and warn (with a
+            count) instead of stopping with its path.
     """
 
     def __init__(
@@ -139,6 +159,7 @@ class ImageDataModule(LightningDataModule):
         persistent_workers: bool = True,
         seed: int | None = None,
         predict_files: list[str] | None = None,
+        skip_corrupt_images: bool = False,
     ) -> None:
         super().__init__()
         check_name(name)
@@ -265,7 +286,9 @@ class ImageDataModule(LightningDataModule):
             cutout=h.cutout,
             interpolation=h.train_interpolation,
         )
-        dataset = AugmentedDataset(self._splits().train, transform, seed=self._seed())
+        dataset = AugmentedDataset(
+            self._splits().train, transform, seed=self._seed(), skip_corrupt=self.hparams.skip_corrupt_images
+        )
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochDistributedSampler(
             dataset, num_replicas=world, rank=rank, shuffle=True, seed=self._seed(), drop_last=True
@@ -286,7 +309,7 @@ class ImageDataModule(LightningDataModule):
                 crop_pct=float(self._setting("crop_pct")),
                 interpolation=self.hparams.eval_interpolation,
             )
-            dataset = AugmentedDataset(base, transform)
+            dataset = AugmentedDataset(base, transform, skip_corrupt=self.hparams.skip_corrupt_images)
             self._eval_loaders[split] = DataLoader(
                 dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs()
             )

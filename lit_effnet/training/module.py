@@ -27,6 +27,10 @@ from lit_effnet.training.optim import (
 from lit_effnet.training.transfer import backbone_and_head, load_backbone, read_pretrained
 
 
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN or infinite; raised before the weights are touched."""
+
+
 def _limit(limit: int | float, batches: int) -> int:
     """Lightning's limit_train_batches: a count or a fraction."""
     return int(limit) if isinstance(limit, int) else int(batches * limit)
@@ -67,6 +71,9 @@ class LitEfficientNet(LightningModule):
         freeze_backbone_steps: train only the classifier for this many steps, with BN statistics frozen
             (-1: throughout, a linear probe).
         backbone_lr_scale: LR of everything but the classifier, relative to the classifier's.
+        nonfinite_loss: a NaN/inf training loss "stop"s the run naming the step (the weights are not
+            updated with it), or the optimizer step is "skip"ped and counted (train/skipped_steps); the
+            check costs one device-to-host sync per step, as AMP's GradScaler does; "ignore" turns it off.
     """
 
     def __init__(
@@ -94,6 +101,7 @@ class LitEfficientNet(LightningModule):
         pretrained_weights: Literal["ema", "raw"] = "ema",
         freeze_backbone_steps: int = 0,
         backbone_lr_scale: float = 1.0,
+        nonfinite_loss: Literal["stop", "skip", "ignore"] = "stop",
     ) -> None:
         super().__init__()
         if net is not None and (name is not None or pretrained is not None):
@@ -114,6 +122,8 @@ class LitEfficientNet(LightningModule):
         self.net = net
         self.num_classes = num_classes
         self._backbone_in_eval = False
+        self._grads_finite = True  # since the last optimizer step
+        self.skipped_steps = 0
         self.metrics = nn.ModuleDict({"val": _accuracy(num_classes), "test": _accuracy(num_classes)})
         self.mixup = None
         self.set_mixup_alpha(mixup_alpha)
@@ -163,6 +173,18 @@ class LitEfficientNet(LightningModule):
         """Cross-entropy with label smoothing; targets are class indices or (mixed) probabilities."""
         return F.cross_entropy(logits, targets, label_smoothing=self.hparams.label_smoothing)
 
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Name the first tensor that does not fit, instead of load_state_dict's wall of text."""
+        from lit_effnet.models.weights import WeightsMismatchError
+
+        own = self.state_dict()
+        for key, value in checkpoint.get("state_dict", {}).items():
+            if key in own and tuple(own[key].shape) != tuple(value.shape):
+                raise WeightsMismatchError(
+                    f"checkpoint does not fit the model: {key} is {tuple(value.shape)} in the checkpoint, "
+                    f"{tuple(own[key].shape)} in the model (another dataset or model.model_kwargs?)"
+                )
+
     # ------------------------------------------------------------------ steps
 
     def on_fit_start(self) -> None:
@@ -195,9 +217,38 @@ class LitEfficientNet(LightningModule):
                 self._backbone_in_eval = False
             logits = self(images)
         loss = self.loss(logits, targets)
+        self._check_finite(loss)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
         return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        mode = self.hparams.nonfinite_loss
+        if mode == "ignore":
+            return
+        finite = self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
+        if finite:
+            return
+        if mode == "stop":
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {self.global_step}, epoch {self.current_epoch}; "
+                "the weights were not updated with it and last.ckpt holds the last finished epoch. Lower the LR "
+                "(model.lr_per_256), or set model.nonfinite_loss=skip"
+            )
+        self._grads_finite = False
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        """As Lightning's, except that a step whose loss was not finite is skipped (nonfinite_loss=skip)."""
+        if optimizer_closure is not None:
+            optimizer_closure()  # forward and backward of this (last accumulated) batch
+        if self._grads_finite:
+            optimizer.step()
+        else:
+            optimizer.zero_grad()
+            self.skipped_steps += 1
+            self._grads_finite = True
+        if self.hparams.nonfinite_loss == "skip":
+            self.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> None:
         images, targets = batch

@@ -1,0 +1,44 @@
+"""`python train.py --config quickstart --accelerator cpu --devices 2`: DDP over gloo on one machine."""
+
+import json
+import os
+import subprocess
+import sys
+
+from lit_effnet.cli import PROJECT_ROOT
+
+
+def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and_synced_metrics(tmp_path):
+    probe = json.dumps({"class_path": "tests.ddp_probe.RankProbe", "init_args": {"out": str(tmp_path / "probe")}})
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
+        "--devices", "2", "--trainer.max_epochs", "4", "--progressive.num_stages", "2",
+        "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+        "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert [e["epoch"] for e in ranks[0]] == [e["epoch"] for e in ranks[1]] == [0, 1, 2, 3]
+    for epoch0, epoch1 in zip(*ranks):
+        assert epoch0["world_size"] == epoch1["world_size"] == 2
+        assert epoch0["image_size"] == epoch1["image_size"] == (48 if epoch0["epoch"] < 2 else 64)
+        first, second = set(epoch0["indices"]), set(epoch1["indices"])
+        assert not first & second  # each rank sees its own half
+        assert len(first) + len(second) == epoch0["dataset_size"] // 2 * 2
+        assert epoch0["val_acc1"] == epoch1["val_acc1"]  # metrics reduced over both ranks
+    assert ranks[0][0]["indices"] != ranks[0][1]["indices"]  # reshuffled per epoch
+    assert (tmp_path / "checkpoints/quickstart/version_0/checkpoints/last.ckpt").is_file()
+
+
+def test_sync_batchnorm_on_cpu_is_a_one_line_error(tmp_path):
+    # torch's SyncBatchNorm has no CPU kernel; on GPUs --trainer.sync_batchnorm true converts every BN.
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
+        "--devices", "2", "--trainer.sync_batchnorm", "true", "--trainer.max_epochs", "3",
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert "error: SyncBatchNorm layers only work with GPU modules" in result.stderr

@@ -1,0 +1,198 @@
+"""Kills, signals, NaNs and bad files: a run is never silently lost and never trains on garbage."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_effnet.callbacks import EMA, AtomicCheckpointIO
+from lit_effnet.callbacks.checkpoint import last_checkpoint
+from lit_effnet.cli import PROJECT_ROOT, main
+from lit_effnet.training.module import NonFiniteLossError
+from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
+from tests.data.fixtures import write_imagefolder
+
+RUN = [
+    "--config", "quickstart", "--trainer.max_epochs", "4", "--trainer.limit_train_batches", "4",
+    "--trainer.limit_val_batches", "1", "--progressive.num_stages", "2", "--trainer.enable_progress_bar", "false",
+    "--trainer.enable_model_summary", "false",
+]  # fmt: skip
+LAST = Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt")
+
+
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+
+
+def start_training(*extra: str) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )  # fmt: skip
+
+
+def wait_for(path: Path, process: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert process.poll() is None, process.stdout.read()
+        assert time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.02)
+
+
+def _weights(path: Path) -> dict:
+    checkpoint = torch.load(path, weights_only=False)
+    return {**checkpoint["state_dict"], **{"raw." + k: v for k, v in checkpoint["current_model_state"].items()}}
+
+
+def test_sigkill_after_the_first_checkpoint_then_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
+    # The reference: the same 4 epochs without interruption. (Without EpochSeeding the weights differ.)
+    (tmp_path / "reference").mkdir()
+    monkeypatch.chdir(tmp_path / "reference")
+    assert main(RUN) == 0
+    reference = _weights(LAST)
+    # Killed (no chance to save anything) as soon as epoch 0's last.ckpt exists, then resumed.
+    (tmp_path / "killed").mkdir()
+    monkeypatch.chdir(tmp_path / "killed")
+    process = start_training()
+    wait_for(LAST, process)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    first = torch.load(LAST, weights_only=False)  # never truncated: written atomically
+    assert first["epoch"] in (0, 1, 2)
+    assert main([*RUN, "--ckpt_path", "last"]) == 0
+    resumed = torch.load(LAST, weights_only=False)
+    assert (resumed["epoch"], resumed["global_step"]) == (3, 16)  # schedule and step count continued
+    assert any(key.startswith("EMA") for key in resumed["callbacks"])  # the EMA state travelled with it
+    weights = _weights(LAST)
+    assert weights.keys() == reference.keys()
+    different = [k for k in weights if not torch.equal(weights[k], reference[k])]
+    assert not different, different[:3]
+
+
+def test_sigterm_writes_a_checkpoint_and_says_how_to_resume():
+    process = start_training("--trainer.max_epochs", "30")
+    wait_for(LAST, process)
+    step_at_signal = torch.load(LAST, weights_only=False)["global_step"]
+    time.sleep(0.5)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=120)
+    assert "SIGTERM at epoch" in output and "--ckpt_path last" in output, output[-2000:]
+    saved = torch.load(LAST, weights_only=False)
+    assert saved["global_step"] >= step_at_signal
+    assert main([*RUN, "--trainer.max_epochs", str(saved["epoch"] + 2), "--ckpt_path", "last"]) == 0
+    assert torch.load(LAST, weights_only=False)["epoch"] == saved["epoch"] + 1
+
+
+def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    io = AtomicCheckpointIO()
+    path = tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def crash(obj, f, *args, **kwargs):
+        f.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        io.save_checkpoint({"step": 2}, path)
+    monkeypatch.undo()
+    assert torch.load(path, weights_only=False) == {"step": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
+
+
+class _PoisonLoss:
+    """Makes the training loss NaN at one step."""
+
+    def __init__(self, module, step):
+        self.module, self.step, self.original = module, step, module.loss
+
+    def __call__(self, logits, targets):
+        loss = self.original(logits, targets)
+        return loss * float("nan") if self.module.training and self.module.global_step == self.step else loss
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_before_any_update(tmp_path):
+    module = tiny_module()
+    module.loss = _PoisonLoss(module, step=2)
+    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=4)
+    with pytest.raises(NonFiniteLossError, match="at step 2, epoch 0"):
+        trainer.fit(module, tiny_datamodule())
+    assert trainer.global_step == 2  # the poisoned step was not taken
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_skip_mode_skips_the_update_and_counts_it(tmp_path):
+    module = tiny_module(nonfinite_loss="skip")
+    module.loss = _PoisonLoss(module, step=2)
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=5)
+    trainer.fit(module, tiny_datamodule())
+    assert module.skipped_steps == 1 and trainer.callback_metrics["train/skipped_steps"] == 1
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_a_corrupt_image_stops_with_its_path_or_is_skipped_and_counted(tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", per_class=6)
+    bad = tmp_path / "imgs" / "train" / "dog" / "2.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    argv = [
+        "--config", "quickstart", "--data.name", "imagefolder", "--data.root", str(tmp_path / "imgs"),
+        "--data.batch_size", "4", "--data.num_workers", "1", "--trainer.max_epochs", "3",
+        "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert line.startswith("error: ") and str(bad) in line and "Traceback" not in line
+    with pytest.warns(UserWarning, match="skipped corrupt image"):
+        assert main([*argv, "--data.skip_corrupt_images", "true", "--data.num_workers", "0"]) == 0
+
+
+def test_a_corrupt_or_foreign_checkpoint_is_named(tmp_path, capsys):
+    corrupt = tmp_path / "cut.ckpt"
+    corrupt.write_bytes(b"PK\x03\x04 not really")
+    assert main([*RUN, "--ckpt_path", str(corrupt)]) == 2
+    assert "cut.ckpt: not a readable checkpoint" in capsys.readouterr().err
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"weights": torch.zeros(1)}, foreign)
+    assert main([*RUN, "--ckpt_path", str(foreign)]) == 2
+    assert "foreign.ckpt: not a lit-effnet checkpoint" in capsys.readouterr().err
+
+
+def test_a_checkpoint_of_another_task_names_the_first_tensor_that_does_not_fit(capsys):
+    assert main([*RUN, "--trainer.max_epochs", "2"]) == 0
+    argv = [*RUN, "--data.name", "digits_rotation", "--ckpt_path", str(LAST)]
+    assert main(argv) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "net.classifier.weight is (10," in line and "(4," in line
+
+
+def test_an_interruption_during_validation_saves_raw_weights_not_ema_ones(tmp_path):
+    import lightning as L
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    class CaptureThenInterrupt(L.Callback):
+        """Records raw and EMA weights after the last training step, then SIGTERMs inside validation."""
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            self.raw = {k: v.clone() for k, v in pl_module.state_dict().items()}
+            self.ema = {k: v.clone() for k, v in ema._average_model.module.state_dict().items()}
+
+        def on_validation_batch_end(self, trainer, *args):
+            raise SIGTERMException()  # while the EMA weights are swapped into the model
+
+    ema, probe = EMA(decay=0.5), CaptureThenInterrupt()
+    trainer = fast_trainer(
+        tmp_path, max_epochs=3, callbacks=[ema, probe, last_checkpoint(str(tmp_path))], enable_checkpointing=True
+    )
+    with pytest.raises(SIGTERMException):
+        trainer.fit(tiny_module(), tiny_datamodule())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert not torch.equal(probe.raw["net.stem.conv.weight"], probe.ema["net.stem.conv.weight"])
+    assert all(torch.equal(saved["current_model_state"][k], v) for k, v in probe.raw.items())
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in probe.ema.items())
