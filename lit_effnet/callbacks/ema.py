@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -36,12 +37,13 @@ class EMA(WeightAveraging):
     ) -> None:
         if not 0.0 <= decay < 1.0:
             raise ValueError(f"ema.decay must be in [0, 1), got {decay}")
-        super().__init__(device=device, use_buffers=True, multi_avg_fn=self._average)
+        super().__init__(device=device, use_buffers=True)
         self.decay, self.warmup, self.update_every_n_steps = decay, warmup, update_every_n_steps
         self.validate_raw = validate_raw
         self._decay_now = decay
         self._raw_metrics: torch.nn.ModuleDict | None = None
         self._swapped = False  # EMA weights in the live module (during validation)
+        self._pairs: tuple[list, list, list, list] | None = None
 
     def should_update(self, step_idx: int | None = None, epoch_idx: int | None = None) -> bool:
         return step_idx is not None and step_idx % self.update_every_n_steps == 0
@@ -49,15 +51,33 @@ class EMA(WeightAveraging):
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        # The decay is computed on the host from the step count: no device sync.
-        self._decay_now = ema_decay(trainer.global_step, self.decay, self.warmup)
-        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        # As WeightAveraging's, without AveragedModel.update_parameters, which reads `n_averaged == 0` on the
+        # host every step. TF's EMA starts from the initial weights and always interpolates: no first copy.
+        step_idx = trainer.global_step - 1
+        if trainer.global_step > self._latest_update_step and self.should_update(step_idx=step_idx):
+            self._decay_now = ema_decay(trainer.global_step, self.decay, self.warmup)  # on the host: no sync
+            self._update_average(pl_module)
+            self._latest_update_step = trainer.global_step
 
-    def _average(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        if averaged and averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1.0 - self._decay_now)
-        else:  # integer buffers (BN num_batches_tracked) are counters, not averaged
-            torch._foreach_copy_(averaged, current)
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self._pairs = None
+
+    def _update_average(self, pl_module: LightningModule) -> None:
+        if self._pairs is None:  # EMA and live tensors, paired in registration order, split by dtype (once)
+            average = self._average_model.module
+            ema = [t.detach() for t in itertools.chain(average.parameters(), average.buffers())]
+            live = [t.detach() for t in itertools.chain(pl_module.parameters(), pl_module.buffers())]
+            floats = [(e, c) for e, c in zip(ema, live) if e.is_floating_point()]
+            counters = [(e, c) for e, c in zip(ema, live) if not e.is_floating_point()]  # BN num_batches_tracked
+            self._pairs = (
+                [e for e, _ in floats], [c for _, c in floats], [e for e, _ in counters], [c for _, c in counters],
+            )  # fmt: skip
+        ema_float, live_float, ema_counters, live_counters = self._pairs
+        torch._foreach_lerp_(ema_float, live_float, 1.0 - self._decay_now)
+        if ema_counters:
+            torch._foreach_copy_(ema_counters, live_counters)
+        self._average_model.n_averaged += 1  # on the device, for the checkpoint's averaging_state
 
     # -------------------------------------------------- the raw model's validation accuracy
 

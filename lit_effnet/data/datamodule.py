@@ -10,6 +10,7 @@ stage's image size or RandAugment magnitude differs from the cached one.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -20,7 +21,7 @@ import albumentations as A
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from lit_effnet.data.datasets import (
     CorruptImageError,
@@ -134,6 +135,7 @@ class ImageDataModule(LightningDataModule):
         predict_files: image files or folders for `train.py predict` (top-5 labels are printed).
         skip_corrupt_images: replace an undecodable training/eval image by the next one and warn (with a
             count) instead of stopping with its path.
+        train_subset: train on a fixed random subset of this many images (data-efficiency experiments).
     """
 
     def __init__(
@@ -160,6 +162,7 @@ class ImageDataModule(LightningDataModule):
         seed: int | None = None,
         predict_files: list[str] | None = None,
         skip_corrupt_images: bool = False,
+        train_subset: int | None = None,
     ) -> None:
         super().__init__()
         check_name(name)
@@ -252,7 +255,14 @@ class ImageDataModule(LightningDataModule):
 
     def _splits(self) -> Splits:
         if self.splits is None:
-            self.splits = load_splits(self.name, self.root)
+            splits = load_splits(self.name, self.root)
+            subset = self.hparams.train_subset
+            if subset is not None:
+                if not 0 < subset <= len(splits.train):
+                    raise ValueError(f"data.train_subset must be in 1..{len(splits.train)}, got {subset}")
+                chosen = np.random.default_rng(self._seed()).permutation(len(splits.train))[:subset]
+                splits = dataclasses.replace(splits, train=Subset(splits.train, sorted(chosen.tolist())))
+            self.splits = splits
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
@@ -26,10 +27,22 @@ class CorruptImageError(OSError):
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to a uint8 RGB array, naming the file if it cannot be read."""
+    """Decode an image file to a uint8 RGB array, naming the file if it cannot be read.
+
+    OpenCV decodes JPEGs ~20% faster than PIL here (`python -m lit_effnet.bench pipeline`); EXIF
+    orientation is ignored, as in PIL-based loaders (timm, torchvision) that pretrained weights saw.
+    PIL reads what OpenCV cannot (e.g. GIF).
+    """
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        encoded = np.fromfile(path, dtype=np.uint8)
+    except OSError as err:
+        raise CorruptImageError(f"{path}: cannot read image ({err})") from None
+    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if encoded.size else None
+    if image is not None:
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    try:
+        with Image.open(path) as pil_image:
+            return np.asarray(pil_image.convert("RGB"))
     except (OSError, ValueError, SyntaxError) as err:
         raise CorruptImageError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
 

@@ -62,7 +62,11 @@ class LitEfficientNet(LightningModule):
         warmup_epochs: linear warmup from 0 (fractions allowed).
         label_smoothing: also applied to mixed (soft) targets.
         mixup_alpha, cutmix_alpha: timm Mixup/CutMix; ProgressiveLearning overrides mixup_alpha per stage.
-        channels_last: run the network in NHWC memory format.
+        channels_last: run the network in NHWC memory format (default: 25% faster B0 steps on CPU, and
+            the layout cuDNN's bf16 kernels want; `python -m lit_effnet.bench models --channels-last`).
+        compile: torch.compile the network for training, once per input shape (dynamic=False): with
+            progressive learning one graph per stage size, plus the eval size.
+        compile_backend, compile_mode: passed to torch.compile ("inductor"; e.g. "max-autotune").
         pretrained: weights to fine-tune from (all but the classifier, strictly): a lit-effnet .ckpt or run
             folder, a lit-effnet .safetensors, or a timm/torchvision .pth/.safetensors. The checkpoints of
             the fine-tuning record the settings the weights need (padding, BN eps, normalisation), not the path.
@@ -95,7 +99,10 @@ class LitEfficientNet(LightningModule):
         label_smoothing: float = 0.1,
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
-        channels_last: bool = False,
+        channels_last: bool = True,
+        compile: bool = False,
+        compile_backend: str = "inductor",
+        compile_mode: str | None = None,
         pretrained: str | None = None,
         pretrained_source: str | None = None,
         pretrained_weights: Literal["ema", "raw"] = "ema",
@@ -119,6 +126,8 @@ class LitEfficientNet(LightningModule):
             raise ValueError(
                 "model.freeze_backbone_steps needs a net with forward_features, forward_head and classifier"
             )
+        if channels_last:  # before EMA copies the module, so both share the layout
+            net = net.to(memory_format=torch.channels_last)
         self.net = net
         self.num_classes = num_classes
         self._backbone_in_eval = False
@@ -188,8 +197,14 @@ class LitEfficientNet(LightningModule):
     # ------------------------------------------------------------------ steps
 
     def on_fit_start(self) -> None:
-        if self.hparams.channels_last:
-            self.net.to(memory_format=torch.channels_last)
+        h = self.hparams
+        if h.compile and not getattr(self.net, "_compiled_call_impl", None):
+            # After EMA made its copy (setup): the copy stays eager. State_dict keys are unchanged (in-place compile).
+            import torch._dynamo
+
+            # One static graph per (size, train/eval, last-batch) shape: more than the default 8 with 4+ stages.
+            torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 32)
+            self.net.compile(dynamic=False, backend=h.compile_backend, mode=h.compile_mode)
 
     def backbone_frozen(self) -> bool:
         steps = self.hparams.freeze_backbone_steps
@@ -218,7 +233,8 @@ class LitEfficientNet(LightningModule):
             logits = self(images)
         loss = self.loss(logits, targets)
         self._check_finite(loss)
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        # Not on the progress bar: it would read the loss back from the device at every refresh (a sync).
+        self.log("train/loss", loss, on_step=True, on_epoch=True)
         self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
         return loss
 

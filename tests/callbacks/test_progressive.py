@@ -103,3 +103,14 @@ class StopAfterEpoch(L.Callback):
 def test_too_few_epochs_for_the_stages_fails_before_training(tmp_path):
     with pytest.raises(ValueError, match=r"progressive\.num_stages"):
         run(tmp_path, max_epochs=3)
+
+
+def test_unscheduled_values_leave_the_model_and_data_settings_alone(tmp_path):
+    datamodule = tiny_datamodule(image_size=24, randaug_magnitude=3.0)
+    recorder = Recorder()
+    off = ProgressiveLearning(num_stages=1, image_size=None, dropout=None, randaug_magnitude=None, mixup_alpha=None)
+    trainer = fast_trainer(tmp_path, max_epochs=2, callbacks=[off, recorder])
+    trainer.fit(tiny_module(model_kwargs={"width": 0.25, "depth": 0.25, "dropout": 0.15}), datamodule)
+    assert recorder.per_epoch(1) == {0: 24, 1: 24} and recorder.per_epoch(2) == {0: 0.15, 1: 0.15}
+    assert datamodule.train_stage() == (24, 3.0)
+    assert trainer.callback_metrics["train/image_size"] == 24 and trainer.callback_metrics["train/dropout"] == 0.15

@@ -56,3 +56,11 @@ def test_train_loader_is_cached_until_the_stage_changes():
     assert images.shape == (32, 3, 24, 24) and labels.shape == (32,)
     datamodule.hparams.image_size = 32
     assert datamodule.train_dataloader() is not first and datamodule.train_loader_builds == 2
+
+
+def test_train_subset_is_a_fixed_random_subset():
+    chosen = list(tiny_datamodule(train_subset=100, seed=3)._splits().train.indices)
+    assert len(chosen) == len(set(chosen)) == 100
+    assert list(tiny_datamodule(train_subset=100, seed=3)._splits().train.indices) == chosen  # fixed by the seed
+    assert list(tiny_datamodule(train_subset=100, seed=4)._splits().train.indices) != chosen
+    assert len(tiny_datamodule(train_subset=100, seed=3)._splits().val) == 360  # evaluation untouched

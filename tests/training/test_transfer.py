@@ -147,32 +147,26 @@ def _finetune_accuracy(pretrained, seed: int) -> float:
         num_classes=4, optimizer="adamw", lr=0.002, lr_schedule="cosine", warmup_epochs=0, weight_decay=0.0, **kwargs
     )
     trainer = L.Trainer(
-        max_epochs=3, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        max_epochs=8, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
-    trainer.fit(module, _digits_data("digits_rotation"))
+    trainer.fit(module, _digits_data("digits_rotation", train_subset=200))
     return float(trainer.callback_metrics["val/acc1"])
 
 
 NET = {"width": 0.5, "depth": 0.5, "bn_momentum": 0.1, "drop_path_rate": 0.0}
 
 
-def _digits_data(name):
+def _digits_data(name, train_subset=None):
     return ImageDataModule(
-        name,
-        batch_size=64,
-        num_workers=0,
-        image_size=32,
-        eval_size=32,
-        crop_pct=1.0,
-        crop_scale=(0.6, 1.0),
-        hflip=False,
-    )
+        name, batch_size=32, num_workers=0, image_size=32, eval_size=32, crop_pct=1.0, crop_scale=(0.6, 1.0),
+        hflip=False, train_subset=train_subset,
+    )  # fmt: skip
 
 
 def test_pretrained_on_digits_beats_scratch_on_digit_rotation_with_the_same_budget(tmp_path):
-    # Measured over seeds 0-2 (4 pretraining epochs, 3 fine-tuning epochs): pretrained 60.4 / 55.4 / 62.3%,
-    # scratch 52.7 / 47.9 / 50.8% rotation accuracy (chance 25%).
+    # Data efficiency: 200 rotation images, 8 epochs, from a digits model trained 4 epochs. Measured over seeds
+    # 0-4: pretrained 54.5 / 57.1 / 61.5 / 53.8 / 49.9%, scratch 43.9 / 45.7 / 38.2 / 45.8 / 44.0% (chance 25%).
     L.seed_everything(0, verbose=False)
     pretrain = LitEfficientNet(
         "efficientnetv2_b0", 10, model_kwargs=NET, optimizer="adamw", lr=0.005, lr_schedule="cosine", warmup_epochs=0

@@ -1,0 +1,26 @@
+"""Each benchmark command runs (tiny settings); the figures themselves are in bench/RESULTS.md."""
+
+import pytest
+
+from lit_effnet.bench import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["models", "--cases", "efficientnet_b0:2:64", "--rounds", "2", "--warmup", "1"], "efficientnet_b0    infer"),
+        (
+            ["pipeline", "--sizes", "64", "--magnitudes", "5", "--images", "4", "--rounds", "1", "--model-rate", "900"],
+            "64px:",
+        ),
+        (["stage", "--sizes", "32", "40", "--workers", "0"], "  40 "),
+        (
+            ["progressive", "--seeds", "0", "--epochs", "3", "--start", "32", "--size", "40", "--target", "0.2"],
+            "speed-up",
+        ),
+    ],
+)
+def test_bench_commands_print_their_tables(capsys, argv, expected):
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# ") and expected in out
