@@ -12,6 +12,7 @@ Every figure in bench/RESULTS.md comes from one of these commands; each prints t
 from __future__ import annotations
 
 import argparse
+import logging
 import math
 import os
 import platform
@@ -75,7 +76,7 @@ class SpeedCase:
         return cls(name, int(batch), int(size))
 
 
-def _build(name: str, device: torch.device, channels_last: bool, compile_: bool) -> dict[str, nn.Module]:
+def _build(name: str, device: torch.device, channels_last: dict[str, bool], compile_: bool) -> dict[str, nn.Module]:
     import timm
 
     from lit_effnet import create_model
@@ -84,7 +85,7 @@ def _build(name: str, device: torch.device, channels_last: bool, compile_: bool)
     models = {"ours": create_model(name), "timm": timm.create_model(TIMM_TWINS[name], drop_path_rate=0.2)}
     for key, model in models.items():
         model.to(device)
-        if channels_last:
+        if channels_last[key]:
             model.to(memory_format=torch.channels_last)
         if compile_:
             model.compile(dynamic=False)
@@ -96,15 +97,17 @@ def bench_models(args: argparse.Namespace) -> None:
     device = torch.device(args.device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=args.bf16)
     cases = [SpeedCase.parse(c) for c in args.cases]
-    print(f"# models: {machine()} | bf16={args.bf16} channels_last={args.channels_last} compile={args.compile}")
+    # --as-shipped: ours as LitEfficientNet runs it (channels_last), timm as timm.create_model returns it (NCHW)
+    channels_last = {"ours": args.channels_last or args.as_shipped, "timm": args.channels_last}
+    print(f"# models: {machine()} | bf16={args.bf16} channels_last={channels_last} compile={args.compile}")
     print("model              mode    batch  size  ours ms (median/min)  timm ms (median/min)  ours/timm median  min")
     for case in cases:
-        models = _build(case.name, device, args.channels_last, args.compile)
-        memory = torch.channels_last if args.channels_last else torch.contiguous_format
-        x = torch.randn(case.batch, 3, case.size, case.size, device=device).contiguous(memory_format=memory)
+        models = _build(case.name, device, channels_last, args.compile)
+        x_nchw = torch.randn(case.batch, 3, case.size, case.size, device=device)
         y = torch.randint(0, 1000, (case.batch,), device=device)
         steps: dict[str, dict[str, Callable[[], None]]] = {"train": {}, "infer": {}}
         for key, model in models.items():
+            x = x_nchw.contiguous(memory_format=torch.channels_last) if channels_last[key] else x_nchw
             optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
             steps["train"][key] = _train_step(model, optimizer, x, y, autocast)
             steps["infer"][key] = _inference(model, x, autocast)
@@ -261,6 +264,7 @@ def _digits_run(seed: int, sizes: tuple[int, int], stages: int, epochs: int, eva
 
 def bench_progressive(args: argparse.Namespace) -> None:
     """Digits, V2-B0 at half width and depth: progressive small -> large vs fixed large, same epochs, several seeds."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
     print(f"# progressive: {machine()} | digits, {args.epochs} epochs, eval {args.size}px, target {args.target}")
     print("seed  schedule      train s  epochs-to-target  time-to-target s  final val/acc1")
     schedules = {"progressive": ((args.start, args.size), args.stages), "fixed": ((args.size, args.size), 1)}
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         help="name:batch:size",
     )
     models.add_argument("--bf16", action="store_true", help="bf16 autocast")
-    models.add_argument("--channels-last", action="store_true")
+    models.add_argument("--channels-last", action="store_true", help="both models and inputs channels_last")
+    models.add_argument("--as-shipped", action="store_true", help="our default (channels_last) vs timm's (NCHW)")
     models.add_argument("--compile", action="store_true", help="torch.compile both models")
     models.add_argument("--warmup", type=int, default=2)
     models.add_argument("--rounds", type=int, default=10)
@@ -334,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.add_argument("--model-rate", type=int, default=0, help="model img/s to size the worker count for")
     progressive = sub.add_parser("progressive", help=bench_progressive.__doc__)
     progressive.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    progressive.add_argument("--epochs", type=int, default=12)
+    progressive.add_argument("--epochs", type=int, default=24)
     progressive.add_argument("--stages", type=int, default=3)
     progressive.add_argument("--start", type=int, default=64)
     progressive.add_argument("--size", type=int, default=128)

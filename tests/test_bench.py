@@ -10,6 +10,10 @@ from lit_effnet.bench import main
     [
         (["models", "--cases", "efficientnet_b0:2:64", "--rounds", "2", "--warmup", "1"], "efficientnet_b0    infer"),
         (
+            ["models", "--cases", "efficientnet_b0:2:64", "--rounds", "1", "--warmup", "1", "--as-shipped"],
+            "channels_last={'ours': True, 'timm': False}",
+        ),
+        (
             ["pipeline", "--sizes", "64", "--magnitudes", "5", "--images", "4", "--rounds", "1", "--model-rate", "900"],
             "64px:",
         ),
