@@ -62,8 +62,8 @@ class LitEfficientNet(LightningModule):
         warmup_epochs: linear warmup from 0 (fractions allowed).
         label_smoothing: also applied to mixed (soft) targets.
         mixup_alpha, cutmix_alpha: timm Mixup/CutMix; ProgressiveLearning overrides mixup_alpha per stage.
-        channels_last: run the network in NHWC memory format (default: 25% faster B0 steps on CPU, and
-            the layout cuDNN's bf16 kernels want; `python -m lit_effnet.bench models --channels-last`).
+        channels_last: run the network in NHWC memory format (default: B0's CPU training step 749 -> 568 ms,
+            bench/RESULTS.md section 1; and the layout cuDNN's bf16 kernels want).
         compile: torch.compile the network for training, once per input shape (dynamic=False): with
             progressive learning one graph per stage size, plus the eval size.
         compile_backend, compile_mode: passed to torch.compile ("inductor"; e.g. "max-autotune").
