@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from lit_effnet.training.progressive import ProgressiveSchedule, StageSettings
 
@@ -39,6 +39,7 @@ class ProgressiveLearning(Callback):
             mixup_alpha=pair(mixup_alpha),
             size_multiple=size_multiple,
         )
+        self._announced_stage: int | None = None
 
     def _max_epochs(self, trainer: Trainer) -> int | None:
         if self.schedule.num_stages > 1 and (trainer.max_epochs is None or trainer.max_epochs < 1):
@@ -94,3 +95,22 @@ class ProgressiveLearning(Callback):
         for key, value in values.items():
             if value is not None:
                 pl_module.log(key, float(value), on_step=False, on_epoch=True)
+        if settings.stage != self._announced_stage:
+            self._announce(trainer, settings.stage, values)
+
+    def _announce(self, trainer: Trainer, stage: int, values: dict[str, float | None]) -> None:
+        """One console line per stage, where the user watches the curve."""
+        self._announced_stage = stage
+        last = self.schedule.num_stages - 1
+        shown = ", ".join(
+            f"{k.removeprefix('train/')} {v:g}" for k, v in values.items() if k != "train/stage" and v is not None
+        )
+        note = ""
+        if stage < last:
+            note = (
+                "; val/acc1 is measured at the eval size with BN statistics of the train size, so it stays"
+                " low until the last stage: expected, not a bug"
+            )
+        rank_zero_info(
+            f"progressive learning: stage {stage + 1}/{last + 1} from epoch {trainer.current_epoch}: {shown}{note}"
+        )

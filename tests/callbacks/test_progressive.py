@@ -1,3 +1,5 @@
+import logging
+
 import lightning as L
 import pytest
 
@@ -67,6 +69,22 @@ def test_stage_values_are_logged_under_their_names(tmp_path):
     assert metrics["train/stage"] == 3 and metrics["train/image_size"] == 40
     assert metrics["train/dropout"] == pytest.approx(0.3) and metrics["train/randaug_magnitude"] == pytest.approx(6.0)
     assert metrics["train/mixup_alpha"] == pytest.approx(0.3)
+
+
+def test_each_stage_is_announced_once_on_the_console_with_the_validation_note(tmp_path):
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("lightning.pytorch")
+    logger.addHandler(handler)
+    try:
+        run(tmp_path, max_epochs=8)
+    finally:
+        logger.removeHandler(handler)
+    stages = [line for line in lines if line.startswith("progressive learning: stage")]
+    assert [line.split(":")[1] for line in stages] == [f" stage {i}/4 from epoch {2 * i - 2}" for i in (1, 2, 3, 4)]
+    assert "image_size 16," in stages[0] and "image_size 40," in stages[3]
+    assert all("expected, not a bug" in line for line in stages[:3]) and "expected" not in stages[3]
 
 
 def test_resume_in_the_middle_of_a_stage_continues_the_same_schedule(tmp_path):
