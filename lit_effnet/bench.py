@@ -193,7 +193,7 @@ def _torchvision_loader(files: list, size: int, magnitude: float, mean, std) -> 
     return run
 
 
-def _decode_all(files: list, load_rgb: bool) -> Callable[[], None]:
+def _decode_all(files: list, opencv: bool) -> Callable[[], None]:
     """Our `load_rgb` (OpenCV), or the PIL decode it replaced."""
     import numpy as np
     from PIL import Image
@@ -202,7 +202,7 @@ def _decode_all(files: list, load_rgb: bool) -> Callable[[], None]:
 
     def run() -> None:
         for path in files:
-            if load_rgb:
+            if opencv:
                 datasets.load_rgb(path)
             else:
                 with Image.open(path) as image:
@@ -231,7 +231,7 @@ def bench_pipeline(args: argparse.Namespace) -> None:
         alb, tv = (args.images / statistics.median(times[k]) for k in ("alb", "tv"))
         rates[size] = alb
         print(f"{size:4d}  {magnitude:9.1f}  {alb:20.0f}  {tv:20.0f}  {alb / tv:.2f}")
-    decoders = {"opencv": _decode_all(files, load_rgb=True), "pil": _decode_all(files, load_rgb=False)}
+    decoders = {"opencv": _decode_all(files, opencv=True), "pil": _decode_all(files, opencv=False)}
     times = rotated_timings(decoders, torch.device("cpu"), args.rounds)
     cv, pil = (args.images / statistics.median(times[k]) for k in decoders)
     print(f"decode only (load_rgb): OpenCV {cv:.0f} img/s, PIL {pil:.0f} img/s, OpenCV/PIL {cv / pil:.2f}")
