@@ -21,7 +21,6 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-import torch
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import CheckpointIO
@@ -34,6 +33,7 @@ from lit_effnet.data import CorruptImageError, DatasetNotFoundError, ImageDataMo
 from lit_effnet.models.weights import WeightsMismatchError
 from lit_effnet.training import LitEfficientNet
 from lit_effnet.training.module import NonFiniteLossError
+from lit_effnet.training.transfer import read_checkpoint
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
 TRAINER_SHORTCUTS = ("devices", "accelerator", "precision", "num_nodes", "strategy")
@@ -181,9 +181,9 @@ def check_checkpoint(path: str) -> None:
     if not Path(path).is_file():
         raise CommandError(f"--ckpt_path {path}: no such file")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as err:  # truncated, foreign or not a zip checkpoint
-        raise CommandError(f"--ckpt_path {path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+        checkpoint = read_checkpoint(path)
+    except WeightsMismatchError as err:
+        raise CommandError(f"--ckpt_path {err}") from None
     missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
     if missing:
         raise CommandError(f"--ckpt_path {path}: not a lit-effnet checkpoint (no {missing[0]})")

@@ -46,11 +46,16 @@ def resolve_checkpoint_path(path: str | os.PathLike) -> Path:
     return path
 
 
-def _from_lightning_checkpoint(path: Path, weights: Literal["ema", "raw"]) -> PretrainedWeights:
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """A Lightning checkpoint's contents (memory-mapped); a truncated or foreign file is named."""
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated or foreign: name the file
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as err:  # truncated, foreign or not a zip checkpoint
         raise WeightsMismatchError(f"{path}: not a readable checkpoint ({type(err).__name__}: {err})") from None
+
+
+def _from_lightning_checkpoint(path: Path, weights: Literal["ema", "raw"]) -> PretrainedWeights:
+    checkpoint = read_checkpoint(path)
     hparams = checkpoint.get("hyper_parameters", {})
     if not hparams.get("name"):
         raise WeightsMismatchError(f"{path}: not a lit-effnet checkpoint of a named model (no hyper_parameters.name)")
