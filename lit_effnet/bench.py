@@ -5,6 +5,8 @@
                  against the model's consumption rate
     progressive  time to a target accuracy on digits: progressive (small -> large) vs fixed large size, same epochs
     stage        seconds to rebuild the train loader (and recompile, with --compile) at a stage boundary
+    quickstart   `train.py --config quickstart` over seeds, progressive and at its last stage's size throughout:
+                 best and last val/acc1 as mean, min and max (the README's figures)
 
 Every figure in bench/RESULTS.md comes from one of these commands; each prints the machine and torch version.
 """
@@ -164,14 +166,15 @@ def _jpeg_files(count: int) -> list:
 
 def _albumentations_loader(files: list, size: int, magnitude: float, mean, std) -> Callable[[], None]:
     from lit_effnet.data.datasets import load_rgb
-    from lit_effnet.data.transforms import train_transform
+    from lit_effnet.data.transforms import Normalize, train_transform
 
-    transform = train_transform(size, mean=mean, std=std, randaug_magnitude=magnitude)
+    transform = train_transform(size, randaug_magnitude=magnitude, crop_scale=(0.08, 1.0))
     transform.set_random_seed(0)
+    normalize = Normalize(mean, std)  # on the worker here, as the torchvision pipeline does
 
     def run() -> None:
         for path in files:
-            transform(image=load_rgb(path))["image"]
+            normalize(transform(image=load_rgb(path))["image"][None])
 
     return run
 
@@ -311,29 +314,79 @@ def bench_stage(args: argparse.Namespace) -> None:
     from lit_effnet.data import ImageDataModule
 
     print(f"# stage change: {machine()} | digits loader, {args.workers} workers | compile={args.compile}")
-    data = ImageDataModule(
-        "digits", batch_size=64, num_workers=args.workers, eval_size=args.sizes[-1], mean=(0.5,) * 3, std=(0.5,) * 3,
-        persistent_workers=False,
-    )  # fmt: skip
     model = create_model("efficientnetv2_b0", num_classes=10, width=0.5, depth=0.5).train()
     if args.compile:
         model.compile(dynamic=False)  # as LitEfficientNet(compile=True): one static graph per size
     print("size  build loader s  first batch s  first step s  later step s")
     for size in args.sizes:
+        data = ImageDataModule(
+            "digits", batch_size=64, num_workers=args.workers, image_size=size, randaug_magnitude=2.0,
+            eval_size=args.sizes[-1], persistent_workers=False,
+        )  # fmt: skip
+        data.setup("fit")
         start = time.perf_counter()
-        loader = data._build_train_loader(size, 2.0)
+        loader = data.train_dataloader()
         built = time.perf_counter()
         batches = iter(loader)
-        images = next(batches)[0]
+        images = data.on_after_batch_transfer(next(batches), 0)[0]
         first_batch = time.perf_counter()
         model(images).logsumexp(1).mean().backward()
         first_step = time.perf_counter()
-        images = next(batches)[0]
+        images = data.on_after_batch_transfer(next(batches), 0)[0]
         step_start = time.perf_counter()
         model(images).logsumexp(1).mean().backward()
         later = time.perf_counter() - step_start
         row = (built - start, first_batch - built, first_step - first_batch, later)
         print(f"{size:4d}  {row[0]:14.3f}  {row[1]:13.3f}  {row[2]:12.3f}  {row[3]:12.3f}")
+
+
+def _train_py_curve(argv: list[str]) -> list[dict[str, float]]:
+    """Run `train.py argv` in this process in a temporary folder; its per-epoch validation curve."""
+    import json
+    import tempfile
+    from pathlib import Path
+
+    from lit_effnet.callbacks.report import read_curve
+    from lit_effnet.cli import main as train_py
+
+    with tempfile.TemporaryDirectory() as root:
+        curve = Path(root) / "curve.jsonl"
+        logger = {"class_path": "lit_effnet.callbacks.report.CurveFile", "init_args": {"path": str(curve)}}
+        quiet = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
+        code = train_py(
+            [*argv, "--trainer.default_root_dir", root, *quiet, f"--trainer.callbacks+={json.dumps(logger)}"]
+        )
+        if code != 0:
+            raise SystemExit(f"train.py {' '.join(argv)} failed (exit {code})")
+        return read_curve(curve)
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.mean(values):.4f} (min {min(values):.4f}, max {max(values):.4f})"
+
+
+def bench_quickstart(args: argparse.Namespace) -> None:
+    """The quickstart over seeds: progressive as configured, and at its last stage's values throughout."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
+    schedules = {"progressive": [], "fixed": ["--progressive.num_stages", "1"]}
+    print(f"# quickstart: {machine()} | train.py --config {args.config} | seeds {args.seeds}")
+    print("seed  schedule     train s  best val/acc1  (epoch)  last val/acc1")
+    results: dict[str, list[tuple[float, float, float]]] = {key: [] for key in schedules}
+    for seed in args.seeds:
+        for label, extra in schedules.items():
+            curve = _train_py_curve(["--config", args.config, "--seed_everything", str(seed), *extra, *args.overrides])
+            best = max(curve, key=lambda row: row["val/acc1"])
+            last = curve[-1]
+            results[label].append((last["elapsed_s"], best["val/acc1"], last["val/acc1"]))
+            print(
+                f"{seed:4d}  {label:11s} {last['elapsed_s']:8.1f}  {best['val/acc1']:13.4f}  {best['epoch']:7d}  "
+                f"{last['val/acc1']:.4f}"
+            )
+    for label, rows in results.items():
+        print(
+            f"{label}: best {_spread([r[1] for r in rows])}; last {_spread([r[2] for r in rows])}; "
+            f"train s {statistics.mean(r[0] for r in rows):.0f}"
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -370,11 +423,17 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--sizes", type=int, nargs="+", default=[128, 184, 240, 300])
     stage.add_argument("--workers", type=int, default=2)
     stage.add_argument("--compile", action="store_true")
+    quickstart = sub.add_parser("quickstart", help=bench_quickstart.__doc__)
+    quickstart.add_argument("--config", default="quickstart")
+    quickstart.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    quickstart.add_argument("overrides", nargs="*", help="train.py overrides, after --")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
-    {"models": bench_models, "pipeline": bench_pipeline, "progressive": bench_progressive, "stage": bench_stage}[
-        args.command
-    ](args)
+    commands = {
+        "models": bench_models, "pipeline": bench_pipeline, "progressive": bench_progressive, "stage": bench_stage,
+        "quickstart": bench_quickstart,
+    }  # fmt: skip
+    commands[args.command](args)
     return 0
 
 

@@ -11,6 +11,7 @@ import sys
 
 import torch
 
+from lit_effnet.errors import ConfigError
 from lit_effnet.models import create_model, list_models, resolve_spec
 from lit_effnet.models.complexity import count_macs, count_params
 from lit_effnet.models.efficientnet import scaled_head_channels, scaled_stages, scaled_stem_channels
@@ -96,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         print(stage_table(args.model) if args.model else variants_table())
-    except ValueError as err:
+    except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

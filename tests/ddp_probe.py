@@ -1,4 +1,4 @@
-"""A callback for the DDP test: each rank writes what it trained on to JSON (loaded by `train.py` via the CLI)."""
+"""A callback for CLI tests: each rank writes what it trained on to JSON (loaded by `train.py` via the CLI)."""
 
 import json
 from pathlib import Path
@@ -11,19 +11,20 @@ class RankProbe(L.Callback):
         self.out, self.epochs = Path(out), []
 
     def on_train_epoch_start(self, trainer, pl_module):
-        datamodule = trainer.datamodule
-        sampler = datamodule._train_loader.sampler
+        sampler = trainer.train_dataloader.sampler
         self.epochs.append(
             {
                 "epoch": trainer.current_epoch,
-                "image_size": datamodule.train_stage()[0],
-                "indices": [index for _, index in sampler],
+                "indices": [key.index for key in sampler],
                 "dataset_size": len(sampler.dataset),
             }
         )
 
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.epochs[-1].setdefault("image_size", int(batch[0].shape[-1]))  # the size the loader built
+
     def on_train_epoch_end(self, trainer, pl_module):
-        self.epochs[-1]["val_acc1"] = float(trainer.callback_metrics["val/acc1"])
+        self.epochs[-1]["val_acc1"] = float(trainer.callback_metrics.get("val/acc1", -1))
         self.epochs[-1]["world_size"] = trainer.world_size
 
     def on_train_end(self, trainer, pl_module):

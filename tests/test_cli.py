@@ -1,15 +1,20 @@
-"""train.py / lit_effnet.cli: config lookup, overrides, resume, and one-line errors."""
+"""train.py / lit_effnet.cli: config lookup, overrides, run folders, resume, predict, and one-line errors."""
 
+import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from lit_effnet.cli import PROJECT_ROOT, CommandError, find_last_checkpoint, main, rewrite_argv
+from lit_effnet.cli import PROJECT_ROOT, find_last_checkpoint, main, rewrite_argv
+from lit_effnet.errors import ConfigError
+from tests.data.fixtures import write_imagefolder
 
 TINY_RUN = [
     "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
@@ -29,30 +34,40 @@ def error_line(capsys) -> str:
     return err[-1]
 
 
+def printed_schedule(capsys, *argv: str) -> list[dict]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_schedule"])
+    assert exit_info.value.code == 0
+    return json.loads(capsys.readouterr().out)
+
+
 def test_config_names_resolve_with_or_without_yaml_and_fit_is_the_default():
-    args, run, version = rewrite_argv(["--config", "quickstart", "--devices", "2", "--accelerator=cpu"])
+    args, run = rewrite_argv(["--config", "quickstart", "--devices", "2", "--accelerator=cpu"])
     assert args == [
         "fit", "--config", str(PROJECT_ROOT / "configs" / "quickstart.yaml"), "--trainer.devices", "2",
         "--trainer.accelerator", "cpu",
     ]  # fmt: skip
-    assert (run, version) == ("quickstart", None)
+    assert run == "quickstart"
     assert rewrite_argv(["test", "--config", "quickstart.yaml"])[0][:2] == ["test", "--config"]
 
 
-def test_ckpt_path_last_resumes_the_newest_version_and_auto_also_starts_fresh(tmp_path):
-    auto, _, auto_version = rewrite_argv(["--config", "quickstart", "--ckpt_path", "auto"])
-    assert "--ckpt_path" not in auto and auto_version is None  # nothing to resume yet: a fresh run
+def test_a_thin_config_applies_the_recipe_it_extends_first(tmp_path):
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text("model:\n  lr_per_256: 0.5\n  optimizer: sgd\n")
+    (tmp_path / "configs" / "thin.yaml").write_text("extends: base\nmodel:\n  optimizer: adamw\n")
+    args, run = rewrite_argv(["--config", "thin"])
+    assert run == "thin" and args[1:3] == ["--config", str(tmp_path / "configs" / "base.yaml")]
+    assert yaml.safe_load(args[4]) == {"model": {"optimizer": "adamw"}}  # the thin file, without `extends`
+
+
+def test_ckpt_path_last_resumes_the_newest_version_of_the_run(tmp_path):
+    assert find_last_checkpoint(tmp_path / "checkpoints", "quickstart") is None
     for version in (0, 1):
         path = tmp_path / "checkpoints" / "quickstart" / f"version_{version}" / "checkpoints" / "last.ckpt"
         path.parent.mkdir(parents=True)
         path.write_bytes(b"x")
         os.utime(path, (version, version))
-    assert find_last_checkpoint("quickstart", tmp_path / "checkpoints") == (path, 1)
-    auto, _, auto_version = rewrite_argv(["--config", "quickstart", "--ckpt_path", "auto"])
-    assert auto[-2:] == ["--ckpt_path", str(Path("checkpoints/quickstart/version_1/checkpoints/last.ckpt"))]
-    assert auto_version == 1
-    with pytest.raises(CommandError, match="no checkpoints/transfer/x/version_"):
-        find_last_checkpoint("transfer/x", Path("checkpoints"))
+    assert find_last_checkpoint(tmp_path / "checkpoints", "quickstart") == (path, 1)
 
 
 def test_print_config_shows_dotted_overrides(capsys):
@@ -63,7 +78,17 @@ def test_print_config_shows_dotted_overrides(capsys):
     assert exit_info.value.code == 0
     config = yaml.safe_load(capsys.readouterr().out)
     assert config["model"]["name"] == "efficientnetv2_s" and config["data"]["batch_size"] == 48
-    assert config["progressive"]["num_stages"] == 3 and config["trainer"]["logger"]["init_args"]["name"] == "quickstart"
+    assert config["progressive"]["init_args"]["num_stages"] == 3
+
+
+def test_print_schedule_prints_one_json_object_per_stage_and_one_without_stages(capsys):
+    stages = printed_schedule(capsys, "--config", "quickstart")
+    assert [s["epochs"] for s in stages] == [[0, 9], [10, 19], [20, 29]]
+    assert [s["image_size"] for s in stages] == [48, 56, 64] and [s["dropout"] for s in stages] == [0.0, 0.05, 0.1]
+    assert set(stages[0]) >= {"epochs", "image_size", "dropout", "randaug_magnitude", "mixup_alpha", "cutmix_alpha"}
+    # Without progressive learning the unset data.image_size is the network's own: V2-B0 trains at 192 px.
+    (single,) = printed_schedule(capsys, "--config", "quickstart", "--progressive", "null")
+    assert single["epochs"] == [0, 29] and single["image_size"] == 192 and single["dropout"] == 0.2
 
 
 @pytest.mark.parametrize(
@@ -76,18 +101,31 @@ def test_print_config_shows_dotted_overrides(capsys):
         (["--config", "quickstart", "--data.name", "mnist"], "data.name"),
         (["--config", "quickstart", "--progressive.num_stages", "40"], "progressive.num_stages"),
         (["--config", "quickstart", "--ckpt_path", "last"], "--ckpt_path last"),
-        (["--config", "transfer/digits_rotation"], "pretrained: no such file checkpoints/quickstart"),
+        (["--config", "transfer/digits_rotation"], "model.pretrained checkpoints/quickstart: no such file or folder"),
         (["--config", "quickstart", "--pretrained", "missing.safetensors"], "missing.safetensors"),
+        (["--config", "quickstart", "--data.image_size", "32"], "data.image_size is set"),
+        (["--config", "quickstart", "--progressive.mode", "random_resize", "--progressive.image_size", "[64, 64]"],
+         "random_resize"),
     ],
-)
+)  # fmt: skip
 def test_bad_input_is_one_line_naming_the_culprit_and_exit_2(capsys, argv, culprit):
     assert main(argv) == 2
     assert culprit in error_line(capsys)
 
 
-def test_a_missing_dataset_folder_is_named(capsys, tmp_path):
+def test_a_missing_dataset_folder_is_named(capsys):
     assert main(["--config", "quickstart", "--data.name", "cifar10", "--data.root", "nowhere", *TINY_RUN]) == 2
     assert "nowhere/cifar-10-batches-py" in error_line(capsys)
+
+
+def test_an_internal_error_keeps_its_traceback(monkeypatch):
+    # A bug that raises a ValueError is not a user mistake: it must not be turned into a tidy line.
+    def broken(self, *args, **kwargs):
+        raise ValueError("a bug in the data pipeline")
+
+    monkeypatch.setattr("lit_effnet.data.datamodule.ImageDataModule.train_dataloader", broken)
+    with pytest.raises(ValueError, match="a bug in the data pipeline"):
+        main(["--config", "quickstart", "--trainer.max_epochs", "3", *TINY_RUN])
 
 
 def test_quickstart_trains_checkpoints_and_resumes_into_the_same_version(tmp_path):
@@ -101,12 +139,82 @@ def test_quickstart_trains_checkpoints_and_resumes_into_the_same_version(tmp_pat
     assert not (tmp_path / "checkpoints" / "quickstart" / "version_1").exists()
 
 
-def test_quickstart_learns_far_above_chance_on_a_short_budget(tmp_path, capsys):
-    # 6 of the 30 epochs (3 stages of 2): measured 86-92% over seeds 0-2; chance is 10%.
+def test_a_batch_limit_of_1_means_one_batch_not_all_of_them():
+    # jsonargparse reads Lightning's `int | float` limit as 1.0, which Lightning takes as 100% of the batches.
+    argv = ["--config", "quickstart", "--trainer.max_epochs", "3", *TINY_RUN, "--trainer.limit_train_batches", "1"]
+    assert main(argv) == 0
+    last = torch.load("checkpoints/quickstart/version_0/checkpoints/last.ckpt", weights_only=False)
+    assert last["global_step"] == 3
+
+
+def test_default_root_dir_holds_the_runs_and_a_sigkilled_run_resumes_there(tmp_path):
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--trainer.default_root_dir", "runs",
+        "--progressive", "null", "--trainer.max_epochs", "30", *TINY_RUN,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "2"}
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    last = tmp_path / "runs" / "quickstart" / "version_0" / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 180
+    while not last.exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint in time"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (tmp_path / "checkpoints").exists()  # nothing went to the default folder
+    epoch = torch.load(last, weights_only=False)["epoch"]
+    resume = [
+        "--config",
+        "quickstart",
+        "--trainer.default_root_dir",
+        "runs",
+        "--progressive",
+        "null",
+        "--ckpt_path",
+        "last",
+    ]
+    assert main([*resume, "--trainer.max_epochs", str(epoch + 2), *TINY_RUN]) == 0
+    assert torch.load(last, weights_only=False)["epoch"] == epoch + 1
+    assert not (tmp_path / "runs" / "quickstart" / "version_1").exists()
+
+
+def test_quickstart_learns_far_above_chance_on_a_short_budget(tmp_path):
+    # 6 of the 30 epochs (3 stages of 2): chance is 10%.
     assert main(["--config", "quickstart", "--trainer.max_epochs", "6", "--trainer.enable_progress_bar", "false"]) == 0
     best = next(Path("checkpoints/quickstart/version_0/checkpoints").glob("best-*.ckpt"))
-    score = float(best.stem.split("acc")[-1])
-    assert score >= 0.6
+    assert float(best.stem.split("acc")[-1]) >= 0.6
+
+
+def test_test_writes_per_class_accuracy_and_the_confusion_matrix_into_the_run(tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", per_class=6)
+    config = ["--config", "quickstart", "--data.name", "imagefolder", "--data.root", str(tmp_path / "imgs")]
+    run = [*config, "--data.batch_size", "4", "--trainer.max_epochs", "3", *TINY_RUN]
+    assert main(run) == 0
+    assert main(["test", *config, "--data.batch_size", "4", "--ckpt_path", "last"]) == 0
+    folder = tmp_path / "checkpoints" / "quickstart" / "version_0"
+    rows = (folder / "per_class.csv").read_text().splitlines()
+    assert rows[0] == "class,images,top1,confused_with" and [r.split(",")[:2] for r in rows[1:]] == [
+        ["cat", "2"], ["dog", "2"], ["eel", "2"],
+    ]  # fmt: skip
+    assert (folder / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_predict_prints_the_top_classes_of_each_file(tmp_path, capsys):
+    write_imagefolder(tmp_path / "imgs", per_class=6)
+    config = ["--config", "quickstart", "--data.name", "imagefolder", "--data.root", str(tmp_path / "imgs")]
+    assert main([*config, "--data.batch_size", "4", "--trainer.max_epochs", "3", *TINY_RUN]) == 0
+    capsys.readouterr()
+    files = [str(tmp_path / "imgs" / "val" / "dog" / "0.jpg"), str(tmp_path / "imgs" / "val" / "eel")]
+    assert (
+        main(["predict", *config, "--ckpt_path", "last", "--trainer.enable_progress_bar", "false", "--files", *files])
+        == 0
+    )
+    lines = [line for line in capsys.readouterr().out.splitlines() if ".jpg: " in line]
+    assert [line.split(":")[0] for line in lines] == [files[0], f"{files[1]}/0.jpg", f"{files[1]}/1.jpg"]
+    for line in lines:  # three classes: three "name (p)" entries summing to 1
+        entries = line.split(": ", 1)[1].split(", ")
+        assert {e.split(" ")[0] for e in entries} == {"cat", "dog", "eel"}
+        assert sum(float(e.split("(")[1].rstrip(")")) for e in entries) == pytest.approx(1.0, abs=2e-3)
 
 
 def test_train_py_exits_2_without_traceback(tmp_path):
@@ -117,3 +225,8 @@ def test_train_py_exits_2_without_traceback(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: ") and "max_epochz" in result.stderr
+
+
+def test_config_errors_from_the_command_line_helpers_are_config_errors():
+    with pytest.raises(ConfigError, match="--config needs a value"):
+        rewrite_argv(["--config"])

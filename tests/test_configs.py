@@ -1,87 +1,116 @@
-"""The shipped configs carry the papers' recipes (facts 1-4) and run."""
+"""The shipped configs: every variant gets its own recipe values from its spec row, and the recipes reach the run."""
+
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
-import yaml
 
 from lit_effnet.cli import PROJECT_ROOT, main
-from lit_effnet.models import resolve_spec
+from lit_effnet.models import VARIANTS
 from tests.data.fixtures import write_imagefolder
 
-IMAGENET = [f"b{i}" for i in range(8)] + ["v2_s", "v2_m", "v2_l", "v2_xl"]
-TABLE_6 = {  # size, RandAugment, mixup, dropout: first -> last stage (facts 3)
-    "v2_s": ([128, 300], [5, 10], [0, 0], [0.1, 0.3]),
-    "v2_m": ([128, 380], [5, 15], [0, 0.2], [0.1, 0.4]),
-    "v2_l": ([128, 380], [5, 20], [0, 0.5], [0.1, 0.5]),
-}
+V1 = [name for name, spec in VARIANTS.items() if spec.family == "efficientnet"]
+V2 = [name for name, spec in VARIANTS.items() if spec.family == "efficientnetv2"]
+THIN = {f"b{i}": f"efficientnet_b{i}" for i in range(8)} | {f"v2_{s}": f"efficientnetv2_{s}" for s in "sml"}
+THIN["v2_xl"] = "efficientnetv2_xl"
 
 
-def printed_config(capsys, name: str) -> dict:
-    with pytest.raises(SystemExit):
-        main(["--config", name, "--print_config"])
-    return yaml.safe_load(capsys.readouterr().out)
+def schedule(capsys, *argv: str) -> list[dict]:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_schedule"])
+    assert exit_info.value.code == 0
+    return json.loads(capsys.readouterr().out)
 
 
-@pytest.mark.parametrize("name", IMAGENET)
-def test_imagenet_configs_use_the_papers_recipe(capsys, name):
-    config = printed_config(capsys, name)
-    model, data, progressive = config["model"], config["data"], config["progressive"]
-    assert (model["optimizer"], model["lr_per_256"], model["weight_decay"]) == ("rmsprop_tf", 0.016, 1e-5)
-    assert (model["lr_schedule"], model["decay_epochs"], model["decay_rate"]) == ("exponential", 2.4, 0.97)
-    assert (model["warmup_epochs"], model["label_smoothing"], config["ema"]["init_args"]["decay"]) == (5, 0.1, 0.9999)
-    assert config["trainer"]["max_epochs"] == 350
-    assert (data["name"], data["root"]) == ("imagefolder", "data/imagenet")
-    spec = resolve_spec(model["name"])
-    if name in TABLE_6:
-        size, randaug, mixup, dropout = TABLE_6[name]
-        assert progressive["num_stages"] == 4
-        assert (progressive["image_size"], progressive["randaug_magnitude"]) == (size, randaug)
-        assert (progressive["mixup_alpha"], progressive["dropout"]) == (mixup, dropout)
-    elif name.startswith("b"):
-        assert progressive["num_stages"] == 1
-        assert progressive["image_size"] == [spec.train_size] * 2 and progressive["dropout"] == [spec.dropout] * 2
+@pytest.mark.parametrize("name", V1)
+def test_the_v1_recipe_trains_every_v1_variant_at_its_own_size_and_dropout(capsys, name):
+    spec = VARIANTS[name]
+    (stage,) = schedule(capsys, "--config", "recipes/v1_imagenet", "--model.name", name)
+    assert (stage["image_size"], stage["dropout"], stage["drop_path_rate"]) == (
+        spec.train_size, spec.dropout, spec.drop_path_rate,
+    )  # fmt: skip
 
 
-def test_v2_s_config_runs_end_to_end_on_imagefolder_data(tmp_path, monkeypatch):
+@pytest.mark.parametrize("name", V2)
+def test_the_v2_recipe_gives_every_v2_variant_its_own_progressive_ranges(capsys, name):
+    spec = VARIANTS[name]
+    stages = schedule(capsys, "--config", "recipes/v2_imagenet", "--model.name", name)
+    ranges = spec.progressive_ranges("paper")  # Table 6 for S/M/L, the official code's for the others
+    assert len(stages) == 4
+    for knob in ("image_size", "randaug_magnitude", "mixup_alpha", "dropout"):
+        pair = getattr(ranges, knob)
+        if pair is None:  # not scheduled: the variant's own value (V2 B rows: dropout; no RandAugment range)
+            own = {"dropout": spec.dropout, "randaug_magnitude": 0.0}[knob]
+            assert {s[knob] for s in stages} == {own}, knob
+        else:
+            assert (stages[0][knob], stages[-1][knob]) == pytest.approx(pair), knob
+    assert stages[-1]["image_size"] <= spec.eval_size
+
+
+@pytest.mark.parametrize(("config", "name"), list(THIN.items()))
+def test_each_per_variant_config_names_its_variant_and_inherits_its_familys_recipe(capsys, config, name):
+    family = "recipes/v1_imagenet" if VARIANTS[name].family == "efficientnet" else "recipes/v2_imagenet"
+    assert schedule(capsys, "--config", config) == schedule(capsys, "--config", family, "--model.name", name)
+
+
+def test_a_second_model_on_a_variants_config_trains_at_that_models_size(tmp_path):
+    # The README's example: B0's config with B1 trains at B1's 240 px (measured on the batches).
+    write_imagefolder(tmp_path / "imagenet")
+    probe = json.dumps({"class_path": "tests.ddp_probe.RankProbe", "init_args": {"out": str(tmp_path / "probe")}})
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "b0", "--model.name", "efficientnet_b1",
+        "--data.root", "imagenet", "--accelerator", "cpu", "--devices", "1", "--precision", "32-true",
+        "--trainer.max_epochs", "1", "--data.batch_size", "2", "--data.num_workers", "0",
+        "--model.model_kwargs", '{"width": 0.1, "depth": 0.1}', "--data.eval_size", "32",
+        "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar",
+        "false", f"--trainer.callbacks+={probe}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "2"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (epoch,) = json.loads((tmp_path / "probe" / "rank0.json").read_text())
+    assert epoch["image_size"] == VARIANTS["efficientnet_b1"].train_size == 240
+
+
+def test_v2_s_config_runs_end_to_end_and_its_recipe_reaches_the_optimizer(tmp_path, monkeypatch):
     # The real config (RMSProp, exponential decay, 4 progressive stages, EMA) on a 3-class ImageFolder tree,
-    # with a narrow network and 2-image batches so it runs on a CPU in seconds.
+    # with a narrow network and 4-image batches so it runs on a CPU in seconds.
     write_imagefolder(tmp_path / "imagenet")
     monkeypatch.chdir(tmp_path)
     argv = [
-        "--config", str(PROJECT_ROOT / "configs" / "v2_s.yaml"), "--data.root", "imagenet", "--accelerator", "cpu",
-        "--devices", "1", "--precision", "32-true", "--trainer.max_epochs", "4", "--data.batch_size", "4",
-        "--data.num_workers", "0", "--model.model_kwargs", '{"width": 0.25, "depth": 0.1}', "--data.eval_size", "64",
+        "--config", "v2_s", "--data.root", "imagenet", "--accelerator", "cpu", "--devices", "1",
+        "--precision", "32-true", "--trainer.max_epochs", "4", "--data.batch_size", "4", "--data.num_workers", "0",
+        "--model.model_kwargs", '{"width": 0.25, "depth": 0.1}', "--data.eval_size", "64",
         "--progressive.image_size", "[32, 56]", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     assert main(argv) == 0
     last = torch.load(tmp_path / "checkpoints/v2_s/version_0/checkpoints/last.ckpt", weights_only=False)
     assert last["epoch"] == 3 and last["hyper_parameters"]["num_classes"] == 3
-    assert last["optimizer_states"][0]["param_groups"][0]["alpha"] == 0.9  # RMSpropTF
+    groups = last["optimizer_states"][0]["param_groups"]
+    assert {(g["alpha"], g["eps"], g["momentum"]) for g in groups} == {(0.9, 1e-3, 0.9)}  # RMSpropTF, facts 4
+    assert {g["weight_decay"] for g in groups} == {0.0, 1e-5}  # backbone and head, each decayed and not
+    # 0.016 per 256 images at a global batch of 4; 3 steps per epoch (12 images / 4), so 5 warmup epochs are 15
+    # steps and the run's 12 steps are still warming up: the LR of step 12 is base * (12 + 1) / 15.
+    assert [g["initial_lr"] for g in groups] == pytest.approx([0.016 * 4 / 256] * len(groups))
+    assert groups[0]["lr"] == pytest.approx(0.016 * 4 / 256 * 13 / 15)
 
 
 TRANSFER = ["cifar10", "cifar100", "flowers102", "stanford_cars"]
 
 
 @pytest.mark.parametrize("name", TRANSFER)
-def test_transfer_configs_use_the_v2_papers_recipe(capsys, name):
-    config = printed_config(capsys, f"transfer/{name}")
-    trainer, model, data = config["trainer"], config["model"], config["data"]
-    global_batch = data["batch_size"] * trainer["accumulate_grad_batches"]  # on one device
-    assert global_batch == 512 and model["lr_per_256"] * global_batch / 256 == pytest.approx(0.001)
-    assert (model["lr_schedule"], model["weight_decay"], trainer["max_steps"]) == ("cosine", 0.0, 10_000)
-    assert data["name"] == name and data["cutout"] > 0 and data["image_size"] is None  # the model's size
-    assert config["progressive"]["num_stages"] == 1 and config["ema"] is None
+def test_transfer_configs_train_on_their_dataset_at_the_models_size_without_stages(capsys, name):
+    (stage,) = schedule(capsys, "--config", f"transfer/{name}")
+    assert stage["image_size"] == VARIANTS["efficientnetv2_s"].train_size
+    assert stage["epochs"] == [0, None]  # step-based: 10,000 steps
 
 
-def test_official_overlay_switches_to_rmsprop_constant_lr_and_ema(capsys):
-    with pytest.raises(SystemExit):
-        main(["--config", "transfer/cifar10", "--config", "transfer/official", "--print_config"])
-    config = yaml.safe_load(capsys.readouterr().out)
-    model = config["model"]
-    assert (model["optimizer"], model["lr_schedule"], model["warmup_epochs"]) == ("rmsprop_tf", "constant", 1)
-    assert model["lr_per_256"] * 512 / 256 == pytest.approx(0.0005)
-    assert config["ema"]["init_args"]["decay"] == 0.9996
-    assert config["trainer"]["logger"]["init_args"]["name"] == "transfer/cifar10+official"
+def test_the_official_overlay_trains_at_the_eval_size(capsys):
+    (stage,) = schedule(capsys, "--config", "transfer/cifar10", "--config", "transfer/official")
+    assert stage["image_size"] == VARIANTS["efficientnetv2_s"].eval_size and stage["dropout"] == 0.0
 
 
 def test_cifar10_transfer_config_fine_tunes_timm_weights_from_the_command_line(tmp_path, monkeypatch):
@@ -104,3 +133,9 @@ def test_cifar10_transfer_config_fine_tunes_timm_weights_from_the_command_line(t
     hparams = last["hyper_parameters"]
     assert last["global_step"] == 3 and hparams["num_classes"] == 10 and hparams["pretrained"] is None
     assert hparams["model_kwargs"]["padding"] == "same"  # TF weights keep TF padding
+    # The paper's transfer LR: 0.001 at 512 images, i.e. 0.0005 per 256, here at a global batch of 4; its cosine
+    # reaches zero at the last of the (here 3) steps.
+    group = last["optimizer_states"][0]["param_groups"][0]
+    assert group["initial_lr"] == pytest.approx(0.001 * 4 / 512)
+    schedule = last["lr_schedulers"][0]
+    assert schedule["last_epoch"] == 3 and schedule["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)

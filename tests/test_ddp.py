@@ -41,4 +41,4 @@ def test_sync_batchnorm_on_cpu_is_a_one_line_error(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert "error: SyncBatchNorm layers only work with GPU modules" in result.stderr
+    assert "error: trainer.sync_batchnorm: SyncBatchNorm layers only work with GPU modules" in result.stderr

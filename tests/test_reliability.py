@@ -11,9 +11,8 @@ import pytest
 import torch
 
 from lit_effnet.callbacks import EMA, AtomicCheckpointIO
-from lit_effnet.callbacks.checkpoint import last_checkpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.cli import PROJECT_ROOT, main
-from lit_effnet.training.module import NonFiniteLossError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
@@ -107,36 +106,6 @@ def test_a_crash_while_writing_leaves_the_previous_checkpoint_intact(tmp_path, m
     assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no temporary left behind
 
 
-class _PoisonLoss:
-    """Makes the training loss NaN at one step."""
-
-    def __init__(self, module, step):
-        self.module, self.step, self.original = module, step, module.loss
-
-    def __call__(self, logits, targets):
-        loss = self.original(logits, targets)
-        return loss * float("nan") if self.module.training and self.module.global_step == self.step else loss
-
-
-def test_a_nan_loss_stops_the_run_naming_the_step_before_any_update(tmp_path):
-    module = tiny_module()
-    module.loss = _PoisonLoss(module, step=2)
-    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=4)
-    with pytest.raises(NonFiniteLossError, match="at step 2, epoch 0"):
-        trainer.fit(module, tiny_datamodule())
-    assert trainer.global_step == 2  # the poisoned step was not taken
-    assert all(torch.isfinite(p).all() for p in module.parameters())
-
-
-def test_skip_mode_skips_the_update_and_counts_it(tmp_path):
-    module = tiny_module(nonfinite_loss="skip")
-    module.loss = _PoisonLoss(module, step=2)
-    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=5)
-    trainer.fit(module, tiny_datamodule())
-    assert module.skipped_steps == 1 and trainer.callback_metrics["train/skipped_steps"] == 1
-    assert all(torch.isfinite(p).all() for p in module.parameters())
-
-
 def test_a_corrupt_image_stops_with_its_path_or_is_skipped_and_counted(tmp_path, capsys):
     write_imagefolder(tmp_path / "imgs", per_class=6)
     bad = tmp_path / "imgs" / "train" / "dog" / "2.jpg"
@@ -188,7 +157,7 @@ def test_an_interruption_during_validation_saves_raw_weights_not_ema_ones(tmp_pa
 
     ema, probe = EMA(decay=0.5), CaptureThenInterrupt()
     trainer = fast_trainer(
-        tmp_path, max_epochs=3, callbacks=[ema, probe, last_checkpoint(str(tmp_path))], enable_checkpointing=True
+        tmp_path, max_epochs=3, callbacks=[ema, probe, LastCheckpoint(str(tmp_path))], enable_checkpointing=True
     )
     with pytest.raises(SIGTERMException):
         trainer.fit(tiny_module(), tiny_datamodule())

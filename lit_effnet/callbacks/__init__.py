@@ -1,7 +1,9 @@
-"""Lightning callbacks: EMA of weights, progressive learning, checkpoints, per-epoch seeding, predictions."""
+"""Lightning callbacks: progressive learning, EMA, checkpoints, seeding, freezing, the NaN guard, predictions."""
 
-from lit_effnet.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint, best_checkpoint, last_checkpoint
+from lit_effnet.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint, best_checkpoint
 from lit_effnet.callbacks.ema import EMA, ema_decay
+from lit_effnet.callbacks.freeze import FreezeBackbone
+from lit_effnet.callbacks.nonfinite import NonFiniteLossGuard
 from lit_effnet.callbacks.predictions import TopKPrinter
 from lit_effnet.callbacks.progressive import ProgressiveLearning
 from lit_effnet.callbacks.seeding import EpochSeeding
@@ -10,10 +12,11 @@ __all__ = [
     "EMA",
     "AtomicCheckpointIO",
     "EpochSeeding",
+    "FreezeBackbone",
     "LastCheckpoint",
+    "NonFiniteLossGuard",
     "ProgressiveLearning",
     "TopKPrinter",
     "best_checkpoint",
     "ema_decay",
-    "last_checkpoint",
 ]

@@ -18,9 +18,11 @@ LAST_NAME = "last"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Writes to a temporary file in the same folder and renames it over the target.
+    """Writes to a temporary file in the same folder, fsyncs it and renames it over the target.
 
     A crash or kill in the middle of a write leaves the previous last.ckpt intact, never a truncated one.
+    Lightning 2.6's own writer goes through an fsspec transaction whose temporary file lives in the system
+    temp folder: on another filesystem the final move is a copy, which a kill can leave truncated.
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
@@ -64,10 +66,6 @@ class LastCheckpoint(ModelCheckpoint):
             f"{reason} at epoch {trainer.current_epoch}, step {trainer.global_step}: saved {path}. "
             "Resume with the same command plus --ckpt_path last"
         )
-
-
-def last_checkpoint(dirpath: str | None = None) -> LastCheckpoint:
-    return LastCheckpoint(dirpath)
 
 
 def best_checkpoint(dirpath: str | None = None, monitor: str = "val/acc1") -> ModelCheckpoint:

@@ -1,4 +1,9 @@
-"""Exponential moving average of weights and BN buffers, with TF's decay warmup."""
+"""Exponential moving average of weights and BN buffers, with TF's decay warmup.
+
+Built on Lightning's WeightAveraging (it swaps the average in for validation and checkpoints both sets of
+weights); the update itself is ours and uses WeightAveraging's internals, so pyproject.toml pins Lightning's
+minor version and tests/callbacks/test_ema.py pins the update against TF's formula computed by hand.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,10 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import WeightAveraging
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MetricCollection
+
+from lit_effnet.errors import ConfigError
+from lit_effnet.training.metrics import accuracy_metrics
 
 
 def ema_decay(step: int, decay: float, warmup: bool = True) -> float:
@@ -24,7 +32,8 @@ class EMA(WeightAveraging):
 
     As in Lightning, validation runs with the EMA weights (so `val/acc1` is the EMA model's),
     checkpoints hold the EMA weights in `state_dict` and the raw ones in `current_model_state`, and
-    a resume restores both. The raw model's accuracy is logged as `val/acc1_raw`, `val/acc5_raw`.
+    a resume restores both. The raw model's accuracy is logged as `val/acc1_raw`, `val/acc5_raw`,
+    `val/acc1_per_class_raw`.
     """
 
     def __init__(
@@ -36,12 +45,12 @@ class EMA(WeightAveraging):
         device: str | None = None,
     ) -> None:
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"ema.decay must be in [0, 1), got {decay}")
+            raise ConfigError(f"ema.decay must be in [0, 1), got {decay}")
         super().__init__(device=device, use_buffers=True)
         self.decay, self.warmup, self.update_every_n_steps = decay, warmup, update_every_n_steps
         self.validate_raw = validate_raw
         self._decay_now = decay
-        self._raw_metrics: torch.nn.ModuleDict | None = None
+        self._raw_metrics: MetricCollection | None = None
         self._swapped = False  # EMA weights in the live module (during validation)
         self._pairs: tuple[list, list, list, list] | None = None
 
@@ -81,26 +90,19 @@ class EMA(WeightAveraging):
 
     # -------------------------------------------------- the raw model's validation accuracy
 
-    def _raw_net(self) -> torch.nn.Module | None:
+    def _raw_module(self) -> LightningModule | None:
         # During validation Lightning has swapped the EMA weights into the live module and the raw ones
-        # into its copy: that copy's net is the raw model.
-        model = self._average_model
-        return getattr(model.module, "net", None) if model is not None else None
+        # into its copy: that copy is the raw model.
+        return self._average_model.module if self._average_model is not None else None
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         super().on_validation_epoch_start(trainer, pl_module)
         self._swapped = self._average_model is not None
-        raw = self._raw_net()
+        raw = self._raw_module()
         if self.validate_raw and raw is not None and not trainer.sanity_checking:
             raw.eval()
-            num_classes = pl_module.hparams.get("num_classes") or getattr(raw, "num_classes", None)
             if self._raw_metrics is None:
-                self._raw_metrics = torch.nn.ModuleDict(
-                    {
-                        "acc1": MulticlassAccuracy(num_classes, top_k=1),
-                        "acc5": MulticlassAccuracy(num_classes, top_k=min(5, num_classes)),
-                    }
-                ).to(pl_module.device)
+                self._raw_metrics = accuracy_metrics(pl_module.hparams["num_classes"]).to(pl_module.device)
 
     def on_validation_batch_end(
         self,
@@ -111,20 +113,18 @@ class EMA(WeightAveraging):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        raw = self._raw_net()
+        raw = self._raw_module()
         if self._raw_metrics is None or raw is None or trainer.sanity_checking:
             return
         images, targets = batch
         with torch.no_grad():
-            logits = raw(pl_module.prepare_images(images) if hasattr(pl_module, "prepare_images") else images)
-        for metric in self._raw_metrics.values():
-            metric.update(logits, targets)
+            self._raw_metrics.update(raw(images), targets)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._raw_metrics is not None and not trainer.sanity_checking:
-            for name, metric in self._raw_metrics.items():
-                pl_module.log(f"val/{name}_raw", metric.compute(), on_epoch=True)
-                metric.reset()
+            for name, value in self._raw_metrics.compute().items():
+                pl_module.log(f"val/{name}_raw", value, on_epoch=True)
+            self._raw_metrics.reset()
         super().on_validation_epoch_end(trainer, pl_module)
         self._swapped = False
 

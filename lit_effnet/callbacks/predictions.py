@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
+
+
+@runtime_checkable
+class NamesItsImages(Protocol):
+    """Data that knows the files it predicts on and its class names (ImageDataModule)."""
+
+    def predict_paths(self) -> list[Path]: ...
+
+    def class_names(self) -> list[str] | None: ...
 
 
 class TopKPrinter(BasePredictionWriter):
@@ -25,8 +35,8 @@ class TopKPrinter(BasePredictionWriter):
         dataloader_idx: int,
     ) -> None:
         datamodule = trainer.datamodule
-        paths = datamodule.predict_paths() if hasattr(datamodule, "predict_paths") else None
-        names = datamodule.class_names() if hasattr(datamodule, "class_names") else None
+        named = isinstance(datamodule, NamesItsImages)
+        paths, names = (datamodule.predict_paths(), datamodule.class_names()) if named else (None, None)
         for index, probs, classes in zip(
             prediction["index"].tolist(), prediction["probs"].tolist(), prediction["classes"].tolist()
         ):

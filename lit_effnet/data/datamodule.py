@@ -1,11 +1,13 @@
-"""A LightningDataModule that builds its train loader for the current progressive-learning stage.
+"""A LightningDataModule whose train loader follows the progressive-learning stage it is handed.
 
-Lightning 2.6 calls `train_dataloader()` (through `setup_data`) BEFORE `on_train_epoch_start`, and its
-reload bookkeeping is not checkpointed, so a stage switched from a callback hook would land one
-epoch late and be lost on resume. Here the stage is derived from `trainer.current_epoch` at the
-moment the loader is requested; Lightning re-requests it every epoch (the ProgressiveLearning
-callback sets `reload_dataloaders_every_n_epochs=1`), and the loader is rebuilt only when the
-stage's image size or RandAugment magnitude differs from the cached one.
+Settings left unset (None) come from the network (its `data_config()`: sizes, crop, interpolation,
+normalisation), read once at setup. A driver such as `ProgressiveLearning` hands the DataModule a plan
+(`follow`): which image size and RandAugment magnitude each epoch, and each batch under random resize,
+trains at. Lightning 2.6 requests the train loader (`setup_data`) BEFORE `on_train_epoch_start` and does
+not checkpoint its reload bookkeeping, so the plan is evaluated at `trainer.current_epoch` when the loader
+is requested; the loader is rebuilt only when the stage's sizes or magnitudes change.
+
+Batches leave the loader as uint8 and are normalised on the device they train on (`on_after_batch_transfer`).
 """
 
 from __future__ import annotations
@@ -13,9 +15,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import albumentations as A
 import numpy as np
@@ -23,39 +25,63 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from lit_effnet.data.datasets import (
-    CorruptImageError,
-    DatasetNotFoundError,
-    Splits,
-    check_name,
-    load_rgb,
-    load_splits,
-    num_classes_of,
-)
-from lit_effnet.data.transforms import eval_transform, train_transform
+from lit_effnet.data.datasets import Splits, dataset_entry, load_rgb, load_splits, num_classes_of
+from lit_effnet.data.transforms import CutoutFill, EvalCrop, Normalize, TrainCrop, eval_transform, train_transform
+from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError, refuse_pinned
+from lit_effnet.models.data_config import DataConfig, ProvidesDataConfig
+from lit_effnet.models.specs import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:
+    from lit_effnet.callbacks.progressive import TrainStagePlan
+
+
+class SampleKey(NamedTuple):
+    """What a training sample is: its epoch (for its augmentation seed), its index, and the stage it is built for."""
+
+    epoch: int
+    index: int
+    stage: int = 0
 
 
 class EpochDistributedSampler(DistributedSampler):
-    """DistributedSampler whose indices carry their epoch: `(epoch, index)`.
+    """DistributedSampler whose indices carry their epoch and stage: `SampleKey(epoch, index, stage)`.
 
-    The order depends only on (seed, epoch), as with DistributedSampler; tagging each index with the
-    epoch lets the dataset seed its augmentation per sample, independent of workers and resume.
+    The order depends only on (seed, epoch), as with DistributedSampler; the epoch lets the dataset seed
+    each sample's augmentation independently of workers and resume. `stage_of_batch(epoch, batch,
+    batches)` picks the stage of each batch of `batch_size` consecutive keys (random resize); by default 0.
     """
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
-        epoch, indices = self.epoch, super().__iter__()
-        return ((epoch, index) for index in indices)
+    def __init__(
+        self,
+        dataset: Dataset,
+        *,
+        batch_size: int = 1,
+        stage_of_batch: Callable[[int, int, int], int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(dataset, **kwargs)
+        self.batch_size, self.stage_of_batch = batch_size, stage_of_batch
+
+    def __iter__(self) -> Iterator[SampleKey]:
+        epoch, indices = self.epoch, list(super().__iter__())
+        batches = len(indices) // self.batch_size
+        for position, index in enumerate(indices):
+            batch = position // self.batch_size
+            stage = self.stage_of_batch(epoch, batch, batches) if self.stage_of_batch is not None else 0
+            yield SampleKey(epoch, index, stage)
 
 
 class AugmentedDataset(Dataset):
-    """Applies an albumentations pipeline; with `(epoch, index)` keys, seeded per sample.
+    """Applies an albumentations pipeline (one per stage); with `SampleKey`s, seeded per sample.
 
     With `skip_corrupt`, an undecodable image is replaced by the next readable one and counted in a
     warning naming the file (per loader process); otherwise its CorruptImageError stops the run.
     """
 
-    def __init__(self, base: Dataset, transform: A.Compose, seed: int = 0, skip_corrupt: bool = False) -> None:
-        self.base, self.transform, self.seed, self.skip_corrupt = base, transform, seed, skip_corrupt
+    def __init__(
+        self, base: Dataset, transforms: Sequence[A.Compose], seed: int = 0, skip_corrupt: bool = False
+    ) -> None:
+        self.base, self.transforms, self.seed, self.skip_corrupt = base, list(transforms), seed, skip_corrupt
         self.skipped = 0
 
     def _load(self, index: int) -> tuple[Any, int]:
@@ -72,15 +98,16 @@ class AugmentedDataset(Dataset):
     def __len__(self) -> int:
         return len(self.base)
 
-    def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, int]:
+    def __getitem__(self, key: int | tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        transform = self.transforms[0]
         if isinstance(key, tuple):
-            epoch, index = key
-            sample_seed = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
-            self.transform.set_random_seed(int(sample_seed))
+            epoch, index, stage = SampleKey(*key)
+            transform = self.transforms[stage]
+            transform.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
         else:
             index = key
         image, label = self._load(index)
-        return self.transform(image=np.asarray(image))["image"], int(label)
+        return transform(image=np.asarray(image))["image"], int(label)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
@@ -96,9 +123,9 @@ def expand_image_paths(entries: Sequence[str]) -> list[Path]:
         elif path.is_file():
             paths.append(path)
         else:
-            raise FileNotFoundError(f"data.predict_files: no such file or folder {path}")
+            raise DataError(f"data.predict_files: no such file or folder {path}")
     if not paths:
-        raise FileNotFoundError(f"data.predict_files: no images in {list(entries)}")
+        raise DataError(f"data.predict_files: no images in {list(entries)}")
     return paths
 
 
@@ -115,22 +142,40 @@ class ImageFiles(Dataset):
         return load_rgb(self.paths[index]), index
 
 
+# Where a network says nothing (torchvision's, or no Trainer yet), these defaults apply: timm's crop and
+# interpolation defaults and the ImageNet statistics every torchvision classifier was trained with.
+GENERIC_DEFAULTS = {
+    "crop_pct": 0.875,
+    "mean": IMAGENET_MEAN,
+    "std": IMAGENET_STD,
+    "train_interpolation": "bilinear",
+    "eval_interpolation": "bicubic",
+    "crop_scale": (0.08, 1.0),
+}
+
+
 class ImageDataModule(LightningDataModule):
     """Train/val/test loaders for `name` under `root`, at the model's (or the stage's) image sizes.
 
     Args:
-        name: digits (embedded, no download), cifar10, cifar100, flowers102, stanford_cars, imagefolder.
+        name: a registered dataset (`lit_effnet.data.datasets.DATASETS`): digits (embedded, no download),
+            digits_rotation, cifar10, cifar100, flowers102, stanford_cars, imagefolder.
         root: folder holding the dataset in torchvision's layout (imagefolder: the folder with train/, val/).
         batch_size: images per device and step (global batch = devices x batch_size x accumulation).
         eval_batch_size: per device for val/test/predict; defaults to batch_size.
         num_workers: loader processes per device; None chooses min(8, CPUs per device).
-        image_size: train size when no ProgressiveLearning callback drives it; None: the model's train size.
-        eval_size, crop_pct, mean, std: evaluation crop and normalisation; None: the model's.
-        randaug_magnitude: RandAugment level (TF 0-10 scale) when no ProgressiveLearning callback drives it.
+        image_size: train size; None: the network's train size; "eval": its eval size (the official
+            fine-tuning). Must stay unset when progressive learning schedules it.
+        eval_size, crop_pct, mean, std, train_interpolation, eval_interpolation, crop_scale: None: the network's.
+        eval_crop: "center" (timm: resize to eval_size / crop_pct, centre-crop) or "official" (the V2 code:
+            the whole image resized to a square from 320 px, a size/(size+32) centre crop below).
+        train_crop: "random_resized" (area range `crop_scale`) or "whole" (the image resized, no crop:
+            the official fine-tuning's 'ft' augmentation).
+        randaug_magnitude: RandAugment level (TF 0-10 scale; None or 0: off); must stay unset when
+            progressive learning schedules it.
         randaug_ops: RandAugment layers (2 in the papers).
-        crop_scale: area range of the random-resized crop.
         hflip: random horizontal flips (off for digits, where a flip changes the class).
-        cutout: side of one cutout square as a fraction of the image (0: off).
+        cutout: side of one cutout square as a fraction of the image (0: off); `cutout_fill` grey or noise.
         seed: augmentation and shuffling seed; None: the `seed_everything` seed (or 0).
         predict_files: image files or folders for `train.py predict` (top-5 labels are printed).
         skip_corrupt_images: replace an undecodable training/eval image by the next one and warn (with a
@@ -145,18 +190,21 @@ class ImageDataModule(LightningDataModule):
         batch_size: int = 64,
         eval_batch_size: int | None = None,
         num_workers: int | None = None,
-        image_size: int | None = None,
+        image_size: int | Literal["eval"] | None = None,
         eval_size: int | None = None,
         crop_pct: float | None = None,
         mean: Sequence[float] | None = None,
         std: Sequence[float] | None = None,
-        randaug_magnitude: float = 0.0,
+        randaug_magnitude: float | None = None,
         randaug_ops: int = 2,
-        crop_scale: tuple[float, float] = (0.08, 1.0),
+        crop_scale: tuple[float, float] | None = None,
+        train_crop: TrainCrop = "random_resized",
+        eval_crop: EvalCrop = "center",
         hflip: bool = True,
         cutout: float = 0.0,
-        train_interpolation: str = "bilinear",
-        eval_interpolation: str = "bicubic",
+        cutout_fill: CutoutFill = "grey",
+        train_interpolation: str | None = None,
+        eval_interpolation: str | None = None,
         pin_memory: bool | None = None,
         persistent_workers: bool = True,
         seed: int | None = None,
@@ -165,15 +213,18 @@ class ImageDataModule(LightningDataModule):
         train_subset: int | None = None,
     ) -> None:
         super().__init__()
-        check_name(name)
+        dataset_entry(name)  # an unknown name stops here, naming data.name
         if batch_size < 1:
-            raise ValueError(f"data.batch_size must be >= 1, got {batch_size}")
+            raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         # Not sent to the logger: `name` would clash with the model's (the CLI saves the whole config anyway).
         self.save_hyperparameters(logger=False)
         self.name, self.root = name, Path(root)
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.splits: Splits | None = None
         self.train_loader_builds = 0  # how often a train DataLoader was constructed (once per stage)
+        self._model: DataConfig | None = None
+        self._plan: TrainStagePlan | None = None
+        self._normalize: Normalize | None = None
         self._train_loader: DataLoader | None = None
         self._train_loader_key: tuple | None = None
         self._eval_loaders: dict[str, DataLoader] = {}
@@ -200,34 +251,42 @@ class ImageDataModule(LightningDataModule):
 
     # ----------------------------------------------------------- settings
 
-    def _model_spec(self) -> Any:
-        module = getattr(self.trainer, "lightning_module", None) if self.trainer is not None else None
-        return getattr(getattr(module, "net", None), "spec", None)
-
     def _setting(self, key: str) -> Any:
-        """An explicit data setting, else the model's (its spec field of the same name)."""
+        """An explicit data setting, else the network's, else a generic default (none for eval_size)."""
         value = self.hparams[key]
-        if value is None:
-            spec = self._model_spec()
-            field = "train_size" if key == "image_size" else key
-            if spec is None:
-                raise ValueError(f"data.{key} is not set and there is no model spec to take it from")
-            value = getattr(spec, field)
-        return value
+        if value is not None:
+            return value
+        if self._model is not None:
+            return getattr(self._model, "train_crop_scale" if key == "crop_scale" else key)
+        if key not in GENERIC_DEFAULTS:
+            raise ConfigError(f"data.{key} is not set and the network does not say what it expects: set data.{key}")
+        return GENERIC_DEFAULTS[key]
 
-    def train_stage(self) -> tuple[int, float]:
-        """(image size, RandAugment magnitude) for the epoch the trainer is at."""
-        from lit_effnet.callbacks.progressive import ProgressiveLearning
+    def _train_size(self) -> int:
+        size = self.hparams.image_size
+        if size == "eval":
+            return int(self._setting("eval_size"))
+        if size is None:
+            if self._model is None:
+                raise ConfigError("data.image_size is not set and the network does not say its train size")
+            return self._model.train_size
+        return int(size)
 
-        progressive = next(
-            (c for c in getattr(self.trainer, "callbacks", []) if isinstance(c, ProgressiveLearning)), None
+    def follow(self, plan: TrainStagePlan, knobs: Sequence[str]) -> None:
+        """Build train loaders from `plan` (a progressive-learning driver) for the knobs it schedules."""
+        for knob in knobs:
+            refuse_pinned(knob, f"data.{knob}", self.hparams[knob])
+        self._plan = plan
+
+    def train_stages(self, epoch: int) -> tuple[tuple[int, float], ...]:
+        """(image size, RandAugment magnitude) of each stage the train loader serves at `epoch`."""
+        magnitude = float(self.hparams.randaug_magnitude or 0.0)
+        if self._plan is None:
+            return ((self._train_size(), magnitude),)
+        return tuple(
+            (size if size is not None else self._train_size(), m if m is not None else magnitude)
+            for size, m in self._plan.stages_at(epoch)
         )
-        stage = progressive.stage_settings(self.trainer) if progressive is not None else None
-        size = stage.image_size if stage is not None and stage.image_size is not None else self._setting("image_size")
-        magnitude = self.hparams.randaug_magnitude
-        if stage is not None and stage.randaug_magnitude is not None:
-            magnitude = stage.randaug_magnitude
-        return int(size), float(magnitude)
 
     def _seed(self) -> int:
         if self.hparams.seed is not None:
@@ -259,52 +318,73 @@ class ImageDataModule(LightningDataModule):
             subset = self.hparams.train_subset
             if subset is not None:
                 if not 0 < subset <= len(splits.train):
-                    raise ValueError(f"data.train_subset must be in 1..{len(splits.train)}, got {subset}")
+                    raise ConfigError(f"data.train_subset must be in 1..{len(splits.train)}, got {subset}")
                 chosen = np.random.default_rng(self._seed()).permutation(len(splits.train))[:subset]
                 splits = dataclasses.replace(splits, train=Subset(splits.train, sorted(chosen.tolist())))
             self.splits = splits
         return self.splits
 
     def setup(self, stage: str | None = None) -> None:
+        module = self.trainer.lightning_module if self.trainer is not None else None
+        self._model = module.data_config() if isinstance(module, ProvidesDataConfig) else None
+        if stage == "fit":
+            self._plan = None  # a driver hands its plan after this (callbacks' setup runs after the data's)
         if stage == "predict":
             self.predict_paths()  # fail fast on a missing file
         else:
             self._splits()
 
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        images, labels = batch
+        if images.dtype == torch.uint8:
+            if self._normalize is None:
+                self._normalize = Normalize(self._setting("mean"), self._setting("std"))
+            images = self._normalize(images)
+        return images, labels
+
     def train_dataloader(self) -> DataLoader:
-        size, magnitude = self.train_stage()
-        key = (size, magnitude)
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        key = self.train_stages(epoch)
         if self._train_loader is None or self._train_loader_key != key:
-            self._train_loader = self._build_train_loader(size, magnitude)
+            self._train_loader = self._build_train_loader(key)
             self._train_loader_key = key
             self.train_loader_builds += 1
-        sampler = self._train_loader.sampler
-        if self.trainer is not None:  # Lightning sets the epoch only after it has built the epoch's iterator
-            sampler.set_epoch(self.trainer.current_epoch)
+        # Lightning sets the sampler's epoch only after it has built the epoch's iterator.
+        self._train_loader.sampler.set_epoch(epoch)
         return self._train_loader
 
-    def _build_train_loader(self, size: int, magnitude: float) -> DataLoader:
+    def _build_train_loader(self, stages: Sequence[tuple[int, float]]) -> DataLoader:
         h = self.hparams
-        transform = train_transform(
-            size,
-            mean=self._setting("mean"),
-            std=self._setting("std"),
-            randaug_magnitude=magnitude,
-            randaug_ops=h.randaug_ops,
-            crop_scale=tuple(h.crop_scale),
-            hflip=h.hflip,
-            cutout=h.cutout,
-            interpolation=h.train_interpolation,
-        )
+        transforms = [
+            train_transform(
+                size,
+                randaug_magnitude=magnitude,
+                randaug_ops=h.randaug_ops,
+                crop=h.train_crop,
+                crop_scale=tuple(self._setting("crop_scale")),
+                hflip=h.hflip,
+                cutout=h.cutout,
+                cutout_fill=h.cutout_fill,
+                interpolation=self._setting("train_interpolation"),
+            )
+            for size, magnitude in stages
+        ]
         dataset = AugmentedDataset(
-            self._splits().train, transform, seed=self._seed(), skip_corrupt=self.hparams.skip_corrupt_images
+            self._splits().train, transforms, seed=self._seed(), skip_corrupt=h.skip_corrupt_images
         )
         world, rank = (self.trainer.world_size, self.trainer.global_rank) if self.trainer is not None else (1, 0)
         sampler = EpochDistributedSampler(
-            dataset, num_replicas=world, rank=rank, shuffle=True, seed=self._seed(), drop_last=True
+            dataset,
+            batch_size=self.batch_size,
+            stage_of_batch=self._plan.stage_of_batch if self._plan is not None and len(stages) > 1 else None,
+            num_replicas=world,
+            rank=rank,
+            shuffle=True,
+            seed=self._seed(),
+            drop_last=True,
         )
         if len(sampler) < self.batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"data.batch_size {self.batch_size} is larger than the {len(sampler)} training images per device"
             )
         return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
@@ -314,12 +394,11 @@ class ImageDataModule(LightningDataModule):
             base = ImageFiles(self.predict_paths()) if split == "predict" else getattr(self._splits(), split)
             transform = eval_transform(
                 int(self._setting("eval_size")),
-                mean=self._setting("mean"),
-                std=self._setting("std"),
                 crop_pct=float(self._setting("crop_pct")),
-                interpolation=self.hparams.eval_interpolation,
+                crop=self.hparams.eval_crop,
+                interpolation=self._setting("eval_interpolation"),
             )
-            dataset = AugmentedDataset(base, transform, skip_corrupt=self.hparams.skip_corrupt_images)
+            dataset = AugmentedDataset(base, [transform], skip_corrupt=self.hparams.skip_corrupt_images)
             self._eval_loaders[split] = DataLoader(
                 dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs()
             )

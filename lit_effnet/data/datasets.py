@@ -1,14 +1,16 @@
 """The datasets, read from torchvision's on-disk layouts under `data.root`; nothing is downloaded.
 
-Every split yields `(uint8 RGB array HxWx3, class index)`, the input albumentations wants.
+Every split yields `(uint8 RGB array HxWx3, class index)`, the input albumentations wants. `DATASETS` is
+the registry: adding a dataset is one entry (its loader, class count and where its files go).
 """
 
 from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import cache, partial
 from pathlib import Path
 
 import cv2
@@ -17,13 +19,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, Flowers102, ImageFolder, StanfordCars
 
-
-class DatasetNotFoundError(FileNotFoundError):
-    """A dataset folder is missing or incomplete; the message says where it should be and how to get it."""
-
-
-class CorruptImageError(OSError):
-    """An image file that cannot be decoded; the message names the file."""
+from lit_effnet.errors import ConfigError, CorruptImageError, DatasetNotFoundError
 
 
 def load_rgb(path: str | os.PathLike) -> np.ndarray:
@@ -70,10 +66,6 @@ class Splits:
     test: Dataset
     classes: list[str]
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.classes)
-
 
 # ------------------------------------------------------------------ digits (embedded)
 
@@ -113,6 +105,16 @@ def load_digits_rotation_splits(seed: int = 0) -> Splits:
 
     val = rotated(digits.val)
     return Splits(train=rotated(digits.train), val=val, test=val, classes=["0", "90", "180", "270"])
+
+
+@cache  # generated in seconds, but a study trains many models on it in one process
+def load_proxy_splits() -> Splits:
+    """Cluttered digits (lit_effnet/data/proxy.py): a digit small on a cluttered canvas, where resolution matters."""
+    from lit_effnet.data.proxy import cluttered_digits
+
+    train_images, train_labels, val_images, val_labels = cluttered_digits()
+    train, val = ArrayDataset(train_images, train_labels), ArrayDataset(val_images, val_labels)
+    return Splits(train=train, val=val, test=val, classes=[str(d) for d in range(10)])
 
 
 # ------------------------------------------------------------------ files on disk
@@ -250,40 +252,48 @@ def imagefolder_classes(root: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
 
 
-DATASETS = ("digits", "digits_rotation", "cifar10", "cifar100", "flowers102", "stanford_cars", "imagefolder")
-NUM_CLASSES = {
-    "digits": 10,
-    "digits_rotation": 4,
-    "cifar10": 10,
-    "cifar100": 100,
-    "flowers102": 102,
-    "stanford_cars": 196,
+@dataclass(frozen=True, kw_only=True)
+class DatasetEntry:
+    """How to read one dataset: its splits, its class count (known before any image is read), where it lives."""
+
+    load: Callable[[Path], Splits]
+    num_classes: int | Callable[[Path], int]
+    where: str  # under data.root, for messages and data/README.md
+
+
+DATASETS: dict[str, DatasetEntry] = {
+    "digits": DatasetEntry(load=lambda root: load_digits_splits(), num_classes=10, where="embedded (scikit-learn)"),
+    "digits_rotation": DatasetEntry(
+        load=lambda root: load_digits_rotation_splits(), num_classes=4, where="embedded (scikit-learn)"
+    ),
+    "proxy": DatasetEntry(load=lambda root: load_proxy_splits(), num_classes=10, where="embedded (generated)"),
+    "cifar10": DatasetEntry(
+        load=partial(load_cifar_splits, num_classes=10), num_classes=10, where="cifar-10-batches-py/"
+    ),
+    "cifar100": DatasetEntry(
+        load=partial(load_cifar_splits, num_classes=100), num_classes=100, where="cifar-100-python/"
+    ),
+    "flowers102": DatasetEntry(load=load_flowers102_splits, num_classes=102, where="flowers-102/"),
+    "stanford_cars": DatasetEntry(load=load_stanford_cars_splits, num_classes=196, where="stanford_cars/"),
+    "imagefolder": DatasetEntry(
+        load=load_imagefolder_splits, num_classes=lambda root: len(imagefolder_classes(root)), where="train/, val/"
+    ),
 }
+
+
+def dataset_entry(name: str) -> DatasetEntry:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ConfigError(f"unknown dataset {name!r} (data.name); choose from {list(DATASETS)}") from None
 
 
 def num_classes_of(name: str, root: str | os.PathLike) -> int:
     """The class count, known before any image is read (ImageFolder: its train class folders)."""
-    check_name(name)
-    return NUM_CLASSES[name] if name in NUM_CLASSES else len(imagefolder_classes(Path(root)))
-
-
-def check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r} (data.name); choose from {list(DATASETS)}")
+    count = dataset_entry(name).num_classes
+    return count if isinstance(count, int) else count(Path(root))
 
 
 def load_splits(name: str, root: str | os.PathLike) -> Splits:
     """The train/val/test splits of dataset `name` under `root`."""
-    check_name(name)
-    root = Path(root)
-    if name == "digits":
-        return load_digits_splits()
-    if name == "digits_rotation":
-        return load_digits_rotation_splits()
-    if name in ("cifar10", "cifar100"):
-        return load_cifar_splits(root, NUM_CLASSES[name])
-    if name == "flowers102":
-        return load_flowers102_splits(root)
-    if name == "stanford_cars":
-        return load_stanford_cars_splits(root)
-    return load_imagefolder_splits(root)
+    return dataset_entry(name).load(Path(root))

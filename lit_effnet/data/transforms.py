@@ -1,71 +1,146 @@
-"""albumentations pipelines on uint8 arrays: the papers' train augmentation and the TF-style eval crop."""
+"""albumentations pipelines on uint8 arrays: the papers' train augmentation and the eval crop.
+
+The pipelines end in uint8 CHW tensors; `normalize` turns a batch into float on the device it trains on
+(a quarter of the host-to-device bytes of float32, and no per-pixel float work in the loader workers).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Literal
 
 import albumentations as A
 import cv2
+import numpy as np
+import torch
+from albumentations.core.transforms_interface import ImageOnlyTransform
 from albumentations.pytorch import ToTensorV2
 
 from lit_effnet.data.randaugment import RandAugment
+from lit_effnet.errors import ConfigError
 
 INTERPOLATIONS = {"nearest": cv2.INTER_NEAREST, "bilinear": cv2.INTER_LINEAR, "bicubic": cv2.INTER_CUBIC}
+TrainCrop = Literal["random_resized", "whole"]
+EvalCrop = Literal["center", "official"]
+CutoutFill = Literal["grey", "noise"]
 
 
 def _interpolation(name: str) -> int:
     try:
         return INTERPOLATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown interpolation {name!r}; choose from {list(INTERPOLATIONS)}") from None
+        raise ConfigError(f"unknown interpolation {name!r}; choose from {list(INTERPOLATIONS)}") from None
 
 
-def _normalise(mean: Sequence[float], std: Sequence[float]) -> list:
-    return [A.Normalize(mean=tuple(mean), std=tuple(std), max_pixel_value=255.0), ToTensorV2()]
+class Cutout(ImageOnlyTransform):
+    """One square of side `fraction` x the image, centred anywhere and clipped at the borders (TF's cutout).
+
+    fill "grey": 128, TF's replace value; "noise": per-pixel uniform noise in [128, 255], what the official
+    fine-tuning ('ft') gets from replacing a [-1, 1]-normalised image with uniform [0, 1) values.
+    """
+
+    def __init__(self, fraction: float, fill: CutoutFill = "grey", p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.fraction, self.fill = fraction, fill
+
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        h, w = params["shape"][:2]
+        return {"center": (self.py_random.randrange(h), self.py_random.randrange(w)), "seed": self.py_random.random()}
+
+    def apply(self, img: np.ndarray, center: tuple[int, int] = (0, 0), seed: float = 0.0, **params: Any) -> np.ndarray:
+        h, w = img.shape[:2]
+        half = max(1, round(self.fraction * min(h, w))) // 2
+        top, left = max(center[0] - half, 0), max(center[1] - half, 0)
+        bottom, right = min(center[0] + half, h), min(center[1] + half, w)
+        out = img.copy()
+        if self.fill == "grey":
+            out[top:bottom, left:right] = 128
+        else:
+            noise = np.random.default_rng(int(seed * 2**32))
+            out[top:bottom, left:right] = noise.integers(128, 256, (bottom - top, right - left, img.shape[2]))
+        return out
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction", "fill")
 
 
 def train_transform(
     size: int,
     *,
-    mean: Sequence[float],
-    std: Sequence[float],
     randaug_magnitude: float = 0.0,
     randaug_ops: int = 2,
-    crop_scale: tuple[float, float] = (0.08, 1.0),
+    crop: TrainCrop = "random_resized",
+    crop_scale: tuple[float, float] = (0.05, 1.0),
     hflip: bool = True,
     cutout: float = 0.0,
+    cutout_fill: CutoutFill = "grey",
     interpolation: str = "bilinear",
 ) -> A.Compose:
-    """Random-resized crop to `size`, flip, RandAugment at the stage's magnitude, [cutout], normalise.
+    """Random-resized crop to `size` (or the whole image resized: the official fine-tuning), flip,
+    RandAugment at the stage's magnitude, [cutout], to a uint8 CHW tensor.
 
-    `cutout` is the side of one grey square as a fraction of the image (the transfer recipe, facts 5).
+    `cutout` is the side of one square as a fraction of the image (the transfer recipe, facts 5).
     """
-    steps = [
-        A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), interpolation=_interpolation(interpolation))
-    ]
+    method = _interpolation(interpolation)
+    if crop == "random_resized":
+        steps = [A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), interpolation=method)]
+    else:
+        steps = [A.Resize(size, size, interpolation=method)]
     if hflip:
         steps.append(A.HorizontalFlip(p=0.5))
     if randaug_magnitude > 0:
         steps.append(RandAugment(num_ops=randaug_ops, magnitude=randaug_magnitude))
     if cutout > 0:
-        side = max(1, round(cutout * size))
-        steps.append(
-            A.CoarseDropout(
-                num_holes_range=(1, 1), hole_height_range=(side, side), hole_width_range=(side, side), fill=128, p=1.0
-            )
-        )
-    return A.Compose([*steps, *_normalise(mean, std)])
+        steps.append(Cutout(cutout, cutout_fill))
+    return A.Compose([*steps, ToTensorV2()])
 
 
 def eval_transform(
-    size: int, *, mean: Sequence[float], std: Sequence[float], crop_pct: float = 1.0, interpolation: str = "bicubic"
+    size: int, *, crop_pct: float = 1.0, crop: EvalCrop = "center", interpolation: str = "bicubic"
 ) -> A.Compose:
-    """Resize the short side to size / crop_pct, centre-crop `size` (TF eval: crop_pct = size / (size + 32))."""
-    resize = max(size, round(size / crop_pct))
-    return A.Compose(
-        [
-            A.SmallestMaxSize(max_size=resize, interpolation=_interpolation(interpolation)),
-            A.CenterCrop(height=size, width=size),
-            *_normalise(mean, std),
-        ]
-    )
+    """`center` (timm): resize the short side to size / crop_pct, centre-crop `size`.
+
+    `official` (the V2 code's preprocess_for_eval): below 320 px centre-crop size / (size + 32) of the short
+    side, then resize to size x size; from 320 px the whole image resized to a square, without a crop.
+    """
+    method = _interpolation(interpolation)
+    if crop == "center":
+        steps = [A.SmallestMaxSize(max_size=max(size, round(size / crop_pct)), interpolation=method)]
+        steps.append(A.CenterCrop(height=size, width=size))
+    elif size < 320:
+        steps = [CentralFraction(size / (size + 32)), A.Resize(size, size, interpolation=method)]
+    else:
+        steps = [A.Resize(size, size, interpolation=method)]
+    return A.Compose([*steps, ToTensorV2()])
+
+
+class CentralFraction(ImageOnlyTransform):
+    """The central square of side `fraction` x the short side (TF's crop_to_bounding_box at eval)."""
+
+    def __init__(self, fraction: float, p: float = 1.0) -> None:
+        super().__init__(p=p)
+        self.fraction = fraction
+
+    def apply(self, img: np.ndarray, **params: Any) -> np.ndarray:
+        h, w = img.shape[:2]
+        side = int(self.fraction * min(h, w))
+        top, left = (h - side) // 2, (w - side) // 2
+        return img[top : top + side, left : left + side]
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fraction",)
+
+
+class Normalize:
+    """uint8 NCHW -> float32 (x / 255 - mean) / std on the images' device (statistics cached per device)."""
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean, self.std = tuple(mean), tuple(std)
+        self._on: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        if images.device not in self._on:
+            stats = (torch.tensor(v, dtype=torch.float32).view(1, -1, 1, 1) for v in (self.mean, self.std))
+            self._on[images.device] = tuple(t.to(images.device) for t in stats)
+        mean, std = self._on[images.device]
+        return (images.float() / 255.0 - mean) / std

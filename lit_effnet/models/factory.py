@@ -6,14 +6,14 @@ import dataclasses
 import difflib
 from typing import Any
 
+from lit_effnet.errors import ConfigError
 from lit_effnet.models.efficientnet import EfficientNet
 from lit_effnet.models.scaling import ALPHA, BETA, GAMMA, compound_scale, scaled_resolution
 from lit_effnet.models.specs import COMPOUND_BASES, VARIANTS, VariantSpec
 
-# Spec fields a caller may override; the rest (name, family, stages, paper) define the variant.
-OVERRIDABLE = tuple(
-    f.name for f in dataclasses.fields(VariantSpec) if f.name not in ("name", "family", "stages", "paper")
-)
+# Spec fields a caller may override; the rest define the variant (progressive ranges: set progressive.* instead).
+FIXED_FIELDS = ("name", "family", "stages", "paper", "progressive_paper", "progressive_official")
+OVERRIDABLE = tuple(f.name for f in dataclasses.fields(VariantSpec) if f.name not in FIXED_FIELDS)
 
 
 def list_models() -> list[str]:
@@ -29,6 +29,9 @@ def compound_spec(
     scale = compound_scale(phi, alpha, beta, gamma)
     train_size = scaled_resolution(phi, gamma, spec.train_size)
     eval_size = scaled_resolution(phi, gamma, spec.eval_size)
+    official = spec.progressive_official
+    if official is not None:  # the official loop ramps from ibase to whatever the train size is
+        official = dataclasses.replace(official, image_size=(official.image_size[0], train_size))
     return dataclasses.replace(
         spec,
         name=f"{base}_phi{phi:g}",
@@ -37,6 +40,7 @@ def compound_spec(
         train_size=train_size,
         eval_size=eval_size,
         crop_pct=round(eval_size / (eval_size + 32), 3),
+        progressive_official=official,
         paper=None,
     )
 
@@ -48,17 +52,17 @@ def resolve_spec(name: str, **overrides: Any) -> VariantSpec:
         spec = compound_spec(name, **compound_keys)
     elif name in VARIANTS:
         if compound_keys:
-            raise ValueError(
+            raise ConfigError(
                 f"{sorted(compound_keys)} apply to the compound bases {sorted(COMPOUND_BASES)}, not to {name!r}"
             )
         spec = VARIANTS[name]
     else:
         close = difflib.get_close_matches(name, [*VARIANTS, *COMPOUND_BASES], n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else f"; choose from {list_models()}"
-        raise ValueError(f"unknown model {name!r}{hint}")
+        raise ConfigError(f"unknown model {name!r}{hint}")
     unknown = sorted(set(overrides) - set(OVERRIDABLE))
     if unknown:
-        raise ValueError(f"unknown model option {unknown[0]!r} for {name!r}; options are {list(OVERRIDABLE)}")
+        raise ConfigError(f"unknown model option {unknown[0]!r} for {name!r}; options are {list(OVERRIDABLE)}")
     return dataclasses.replace(spec, **overrides)
 
 

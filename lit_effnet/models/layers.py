@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lit_effnet.errors import ConfigError
 from lit_effnet.models.specs import Padding
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -27,7 +28,7 @@ def make_activation(name: str, inplace: bool = False) -> nn.Module:
     try:
         cls = ACTIVATIONS[name]
     except KeyError:
-        raise ValueError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
+        raise ConfigError(f"unknown activation {name!r}; choose from {sorted(ACTIVATIONS)}") from None
     return cls(inplace=True) if inplace and cls is not nn.GELU else cls()
 
 
@@ -42,7 +43,7 @@ class LayerOptions:
 
     def __post_init__(self) -> None:
         if self.padding not in ("symmetric", "same"):
-            raise ValueError(f"padding must be 'symmetric' or 'same', got {self.padding!r}")
+            raise ConfigError(f"padding must be 'symmetric' or 'same', got {self.padding!r}")
         make_activation(self.activation)
 
     def norm(self, channels: int) -> nn.BatchNorm2d:

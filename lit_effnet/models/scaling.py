@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from lit_effnet.errors import ConfigError
+
 # Paper step 1: grid search at phi = 1 on B0 found these (facts 1).
 ALPHA, BETA, GAMMA = 1.2, 1.1, 1.15
 BASE_RESOLUTION = 224
@@ -50,7 +52,7 @@ class CompoundScale:
 def compound_scale(phi: float, alpha: float = ALPHA, beta: float = BETA, gamma: float = GAMMA) -> CompoundScale:
     """d = alpha^phi, w = beta^phi, r = gamma^phi (paper eq. 3)."""
     if min(alpha, beta, gamma) < 1:
-        raise ValueError(f"alpha, beta, gamma must be >= 1, got {alpha}, {beta}, {gamma}")
+        raise ConfigError(f"alpha, beta, gamma must be >= 1, got {alpha}, {beta}, {gamma}")
     return CompoundScale(phi=phi, depth=alpha**phi, width=beta**phi, resolution=gamma**phi)
 
 

@@ -1,7 +1,11 @@
-"""The papers' architecture tables as data.
+"""The papers' architecture tables, and the recipe that belongs to each variant, as data.
 
-Every number here is a BASE value copied from ../shared/reference/efficientnet-facts.md (cited by
-section); scaling by width and depth happens later, in `scaling.py`, so a row reads like the paper.
+Every number here is a BASE value from the papers (EfficientNet Table 1 and section 3.3, EfficientNetV2
+Tables 4 and 6) or the authors' code (automl efficientnetv2/effnetv2_configs.py), as collected in the
+project's facts sheet (efficientnet-facts.md, cited by section); scaling by width and depth happens
+later, in `scaling.py`, so a row reads like the paper. One row per variant holds its architecture and
+its recipe (sizes, crop, interpolation, normalisation, dropout, drop path, BN, progressive ranges), as
+automl's effnetv2_configs does: configs only override it.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from typing import Literal
 
 BlockKind = Literal["mbconv", "fused_mbconv"]
 Padding = Literal["symmetric", "same"]
+Interpolation = Literal["nearest", "bilinear", "bicubic"]
+ScheduleRule = Literal["paper", "official"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -41,6 +47,21 @@ class PaperFigures:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ProgressiveRanges:
+    """(first stage, last stage) values of progressive learning (V2 Algorithm 1); None: not scheduled.
+
+    Under the paper's rule the first stage trains at exactly the first values; under the official
+    code's rule `image_size[0]` is its `ibase` and the first stage already trains larger (facts 3).
+    """
+
+    image_size: tuple[int, int]
+    dropout: tuple[float, float] | None = None
+    randaug_magnitude: tuple[float, float] | None = None
+    mixup_alpha: tuple[float, float] | None = None
+    cutmix_alpha: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class VariantSpec:
     """One variant: architecture, build options and the image sizes of its recipe (automl style)."""
 
@@ -56,6 +77,10 @@ class VariantSpec:
     train_size: int = 224
     eval_size: int = 224
     crop_pct: float = 0.875
+    # The official code resizes bilinearly; timm evaluates its TF ports bicubic (pretrained_cfg).
+    train_interpolation: Interpolation = "bilinear"
+    eval_interpolation: Interpolation = "bicubic"
+    train_crop_scale: tuple[float, float] = (0.05, 1.0)  # area range of the random-resized crop (V2 code)
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     dropout: float = 0.2
@@ -65,7 +90,16 @@ class VariantSpec:
     bn_eps: float = 1e-3
     padding: Padding = "symmetric"
     activation: str = "silu"
+    # Progressive learning: Table 6 of the V2 paper ("paper") and the official training loop ("official").
+    progressive_paper: ProgressiveRanges | None = None
+    progressive_official: ProgressiveRanges | None = None
     paper: PaperFigures | None = None
+
+    def progressive_ranges(self, rule: ScheduleRule) -> ProgressiveRanges | None:
+        """The ranges of `rule`; a variant without a Table 6 row takes the official code's under "paper"."""
+        if rule == "paper":
+            return self.progressive_paper or self.progressive_official
+        return self.progressive_official
 
 
 def _mb(kernel: int, stride: int, expand: int, out: int, repeats: int, se: float = 0.25) -> StageSpec:
@@ -150,6 +184,7 @@ def _v1(
 ) -> VariantSpec:
     # Facts 1 table: released B1..B7 use hand-set (width, depth, res, dropout), not exact alpha^phi.
     # Eval crop: TF resizes to size + 32 and centre-crops size (timm crop_pct = size / (size + 32)).
+    # The V1 code crops 8-100% of the area and resizes bicubic (automl efficientnetv2/preprocess_legacy.py).
     return VariantSpec(
         name=name,
         family="efficientnet",
@@ -161,6 +196,8 @@ def _v1(
         train_size=size,
         eval_size=size,
         crop_pct=round(size / (size + 32), 3),
+        train_interpolation="bicubic",
+        train_crop_scale=(0.08, 1.0),
         dropout=dropout,
         bn_momentum=0.01,
         paper=paper,
@@ -176,9 +213,23 @@ def _v2(
     train_size: int,
     eval_size: int,
     dropout: float,
+    randaug: float | None,
+    mixup: float,
     paper: PaperFigures,
     tf_v2_normalisation: bool,
+    table6: ProgressiveRanges | None = None,
 ) -> VariantSpec:
+    """A row of automl's efficientnetv2_params: (width, depth, train size, eval size, dropout, randaug, mixup).
+
+    Its training loop ramps RandAugment from 5 and mixup and CutMix (= mixup) from 0 to these targets, over
+    sizes from ibase 128 to the train size; the B rows used V1's AutoAugment instead of RandAugment (facts 2, 3).
+    """
+    official = ProgressiveRanges(
+        image_size=(128, train_size),
+        randaug_magnitude=(5.0, randaug) if randaug else None,
+        mixup_alpha=(0.0, mixup),
+        cutmix_alpha=(0.0, mixup),
+    )
     return VariantSpec(
         name=name,
         family="efficientnetv2",
@@ -193,9 +244,16 @@ def _v2(
         mean=TF_V2_MEAN if tf_v2_normalisation else IMAGENET_MEAN,
         std=TF_V2_STD if tf_v2_normalisation else IMAGENET_STD,
         dropout=dropout,
-        bn_momentum=0.1,  # automl V2 hparams: bn_momentum 0.9 in TF convention
+        bn_momentum=0.1,  # automl V2 hparams: bn_momentum 0.9 in TF convention (facts 4)
+        progressive_paper=table6,
+        progressive_official=official,
         paper=paper,
     )
+
+
+def _table6(last_size: int, randaug: tuple[float, float], mixup: tuple[float, float], dropout: tuple[float, float]):
+    """A row of the V2 paper's Table 6 (facts 2): first -> last stage; the paper uses no CutMix."""
+    return ProgressiveRanges(image_size=(128, last_size), randaug_magnitude=randaug, mixup_alpha=mixup, dropout=dropout)
 
 
 def _paper(params_m: float, macs_g: float, top1: float) -> PaperFigures:
@@ -217,15 +275,18 @@ VARIANTS: dict[str, VariantSpec] = {
         _v1("efficientnet_b7", 2.0, 3.1, 600, 0.5, _paper(66, 37, 84.3)),
         _v1("efficientnet_b8", 2.2, 3.6, 672, 0.5),
         _v1("efficientnet_l2", 4.3, 5.3, 800, 0.5),
-        _v2("efficientnetv2_b0", EFFICIENTNETV2_BASE_STAGES, 32, 1.0, 1.0, 192, 224, 0.2, _paper(7.1, 0.72, 78.7), False),
-        _v2("efficientnetv2_b1", EFFICIENTNETV2_BASE_STAGES, 32, 1.0, 1.1, 192, 240, 0.2, _paper(8.1, 1.2, 79.8), False),
-        _v2("efficientnetv2_b2", EFFICIENTNETV2_BASE_STAGES, 32, 1.1, 1.2, 208, 260, 0.3, _paper(10.1, 1.7, 80.5), False),
-        _v2("efficientnetv2_b3", EFFICIENTNETV2_BASE_STAGES, 32, 1.2, 1.4, 240, 300, 0.3, _paper(14.4, 3.0, 82.1), False),
-        _v2("efficientnetv2_s", EFFICIENTNETV2_S_STAGES, 24, 1.0, 1.0, 300, 384, 0.2, _paper(22, 8.8, 83.9), True),
-        _v2("efficientnetv2_m", EFFICIENTNETV2_M_STAGES, 24, 1.0, 1.0, 384, 480, 0.3, _paper(54, 24, 85.1), True),
-        _v2("efficientnetv2_l", EFFICIENTNETV2_L_STAGES, 32, 1.0, 1.0, 384, 480, 0.4, _paper(120, 53, 85.7), True),
-        # V2-XL top-1 87.3 is after ImageNet-21k pre-training (facts 2).
-        _v2("efficientnetv2_xl", EFFICIENTNETV2_XL_STAGES, 32, 1.0, 1.0, 384, 512, 0.4, _paper(208, 94, 87.3), True),
+        _v2("efficientnetv2_b0", EFFICIENTNETV2_BASE_STAGES, 32, 1.0, 1.0, 192, 224, 0.2, None, 0, _paper(7.1, 0.72, 78.7), False),
+        _v2("efficientnetv2_b1", EFFICIENTNETV2_BASE_STAGES, 32, 1.0, 1.1, 192, 240, 0.2, None, 0, _paper(8.1, 1.2, 79.8), False),
+        _v2("efficientnetv2_b2", EFFICIENTNETV2_BASE_STAGES, 32, 1.1, 1.2, 208, 260, 0.3, None, 0, _paper(10.1, 1.7, 80.5), False),
+        _v2("efficientnetv2_b3", EFFICIENTNETV2_BASE_STAGES, 32, 1.2, 1.4, 240, 300, 0.3, None, 0, _paper(14.4, 3.0, 82.1), False),
+        _v2("efficientnetv2_s", EFFICIENTNETV2_S_STAGES, 24, 1.0, 1.0, 300, 384, 0.2, 10, 0, _paper(22, 8.8, 83.9), True,
+            _table6(300, (5, 15), (0, 0), (0.1, 0.3))),
+        _v2("efficientnetv2_m", EFFICIENTNETV2_M_STAGES, 24, 1.0, 1.0, 384, 480, 0.3, 15, 0.2, _paper(54, 24, 85.1), True,
+            _table6(380, (5, 20), (0, 0.2), (0.1, 0.4))),
+        _v2("efficientnetv2_l", EFFICIENTNETV2_L_STAGES, 32, 1.0, 1.0, 384, 480, 0.4, 20, 0.5, _paper(120, 53, 85.7), True,
+            _table6(380, (5, 25), (0, 0.4), (0.1, 0.5))),
+        # V2-XL: top-1 87.3 after ImageNet-21k pre-training, no Table 6 row: "paper" uses its official-code ranges.
+        _v2("efficientnetv2_xl", EFFICIENTNETV2_XL_STAGES, 32, 1.0, 1.0, 384, 512, 0.4, 20, 0.5, _paper(208, 94, 87.3), True),
     )
 }
 # fmt: on

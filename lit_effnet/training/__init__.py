@@ -1,6 +1,5 @@
-"""The LightningModule, the optimisation recipe and the progressive-learning schedule."""
+"""The LightningModule, the optimisation recipe, mixup/CutMix and the accuracy metrics."""
 
 from lit_effnet.training.module import LitEfficientNet
-from lit_effnet.training.progressive import ProgressiveSchedule, StageSettings
 
-__all__ = ["LitEfficientNet", "ProgressiveSchedule", "StageSettings"]
+__all__ = ["LitEfficientNet"]

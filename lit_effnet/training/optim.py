@@ -9,8 +9,12 @@ from typing import Literal
 import torch
 from torch import nn
 
+from lit_effnet.errors import ConfigError
+
 OptimizerName = Literal["rmsprop_tf", "sgd", "adamw"]
 ScheduleName = Literal["exponential", "cosine", "constant"]
+WeightDecayExclude = Literal["bias_and_norm", "norm"]
+NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
 
 def global_batch_size(devices: int, per_device: int, accumulation: int = 1) -> int:
@@ -23,13 +27,27 @@ def scaled_lr(lr_per_256: float, global_batch: int) -> float:
     return lr_per_256 * global_batch / 256
 
 
-def param_groups(params: Iterable[nn.Parameter], weight_decay: float, lr: float | None = None) -> list[dict]:
-    """Weight decay on conv/linear weights only: not on biases or BN gamma/beta (facts 4); empty groups dropped."""
-    decay, no_decay = [], []
+def decay_flags(net: nn.Module, exclude: WeightDecayExclude = "bias_and_norm") -> dict[int, bool]:
+    """Whether each parameter (by id) is weight-decayed: never normalisation layers' (BN gamma/beta); biases
+    not under "bias_and_norm" (the V2 code: weight_decay_exclude '.*(bias|gamma|beta).*'), yes under "norm"
+    (the V1 code decays every variable but batch normalisation's), facts 4."""
+    flags = {}
+    for module in net.modules():
+        is_norm = isinstance(module, NORM_LAYERS)
+        for param in module.parameters(recurse=False):
+            flags[id(param)] = not is_norm and (param.ndim > 1 or exclude == "norm")
+    return flags
+
+
+def param_groups(
+    params: Iterable[nn.Parameter], decay: dict[int, bool], weight_decay: float, lr: float | None = None
+) -> list[dict]:
+    """`params` split into a decayed and an undecayed group by `decay` (from `decay_flags`); empty groups dropped."""
+    decayed, undecayed = [], []
     for param in params:
         if param.requires_grad:
-            (decay if param.ndim > 1 else no_decay).append(param)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            (decayed if decay[id(param)] else undecayed).append(param)
+    groups = [{"params": decayed, "weight_decay": weight_decay}, {"params": undecayed, "weight_decay": 0.0}]
     if lr is not None:
         for group in groups:
             group["lr"] = lr
@@ -49,7 +67,7 @@ def build_optimizer(
         return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=momentum > 0)
     if name == "adamw":
         return torch.optim.AdamW(groups, lr=lr)
-    raise ValueError(f"unknown optimizer {name!r} (model.optimizer); choose from rmsprop_tf, sgd, adamw")
+    raise ConfigError(f"unknown optimizer {name!r} (model.optimizer); choose from rmsprop_tf, sgd, adamw")
 
 
 def lr_multiplier(
@@ -76,4 +94,4 @@ def lr_multiplier(
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     if schedule == "constant":
         return 1.0
-    raise ValueError(f"unknown lr_schedule {schedule!r} (model.lr_schedule); choose from exponential, cosine, constant")
+    raise ConfigError(f"unknown model.lr_schedule {schedule!r}; choose from exponential, cosine, constant")

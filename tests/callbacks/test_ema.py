@@ -1,9 +1,13 @@
+import lightning as L
 import pytest
 import torch
 
 from lit_effnet.callbacks import EMA, ema_decay
-from lit_effnet.callbacks.checkpoint import last_checkpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.errors import ConfigError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
+
+WATCHED = ("net.stem.conv.weight", "net.head.bn.running_mean")  # a parameter and a BN buffer
 
 
 def test_decay_warms_up_as_in_tf():
@@ -13,8 +17,44 @@ def test_decay_warms_up_as_in_tf():
     assert ema_decay(0, 0.9999, warmup=False) == 0.9999
 
 
+class LiveWeights(L.Callback):
+    """The live weights before training and after every optimizer step."""
+
+    def __init__(self):
+        self.after_step = []
+
+    def on_train_start(self, trainer, pl_module):
+        self.initial = {k: pl_module.state_dict()[k].clone() for k in WATCHED}
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        if trainer.global_step > len(self.after_step):
+            self.after_step.append({k: pl_module.state_dict()[k].clone() for k in WATCHED})
+
+
+@pytest.mark.parametrize("warmup", [True, False])
+def test_each_optimizer_step_moves_the_average_by_the_tf_formula_also_with_accumulation(tmp_path, warmup):
+    # TF's ExponentialMovingAverage: average = d * average + (1 - d) * live after each optimizer step, with
+    # d = min(decay, (1 + n) / (10 + n)) at update n, starting from the initial weights. With 2 batches
+    # accumulated per step, 6 batches are 3 updates.
+    decay, live = 0.8, LiveWeights()
+    ema = EMA(decay=decay, warmup=warmup)
+    trainer = fast_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=6, accumulate_grad_batches=2, callbacks=[ema, live]
+    )
+    trainer.fit(tiny_module(lr=0.05), tiny_datamodule())
+    assert trainer.global_step == 3 and len(live.after_step) == 3
+    for key in WATCHED:
+        expected = live.initial[key].clone()
+        for n, weights in enumerate(live.after_step, start=1):
+            d = min(decay, (1 + n) / (10 + n)) if warmup else decay
+            expected = d * expected + (1 - d) * weights[key]
+        averaged = ema._average_model.module.state_dict()[key]
+        torch.testing.assert_close(averaged, expected, rtol=1e-5, atol=1e-7)
+        assert not torch.allclose(averaged, live.after_step[-1][key])  # an average, not the live weights
+
+
 def _fit(tmp_path, ema, max_epochs=2, ckpt_path=None, dirpath="ckpt"):
-    checkpoint = last_checkpoint(str(tmp_path / dirpath))
+    checkpoint = LastCheckpoint(str(tmp_path / dirpath))
     trainer = fast_trainer(
         tmp_path, max_epochs=max_epochs, limit_train_batches=4, callbacks=[ema, checkpoint], enable_checkpointing=True
     )
@@ -27,25 +67,21 @@ def _flat(state):
     return torch.cat([v.flatten().float() for k, v in state.items() if "num_batches_tracked" not in k])
 
 
-def test_ema_weights_differ_from_raw_and_follow_the_warmup_formula(tmp_path):
-    ema = EMA(decay=0.9)
-    trainer, _module = _fit(tmp_path, ema)
+def test_checkpoints_hold_ema_and_raw_weights_and_both_accuracies_are_logged(tmp_path):
+    trainer, _ = _fit(tmp_path, EMA(decay=0.9))
     checkpoint = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
     ema_state, raw_state = checkpoint["state_dict"], checkpoint["current_model_state"]
     assert ema_state.keys() == raw_state.keys()
     assert not torch.allclose(_flat(ema_state), _flat(raw_state))
-    assert ema._decay_now == ema_decay(trainer.global_step, 0.9)
-    assert {"val/acc1", "val/acc1_raw", "val/acc5_raw"} <= set(trainer.callback_metrics)
+    assert {"val/acc1", "val/acc1_raw", "val/acc5_raw", "val/acc1_per_class_raw"} <= set(trainer.callback_metrics)
 
 
 def test_ema_state_survives_save_and_resume(tmp_path):
     first = EMA(decay=0.95)
     _fit(tmp_path, first, max_epochs=1)
     saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
-    averaged_at_save = _flat({k: v for k, v in first._average_model.module.state_dict().items()})
-
+    averaged_at_save = _flat(first._average_model.module.state_dict())
     resumed = EMA(decay=0.95)
-
     trainer = fast_trainer(
         tmp_path, max_epochs=1, limit_train_batches=4, callbacks=[resumed], enable_checkpointing=False
     )
@@ -53,8 +89,12 @@ def test_ema_state_survives_save_and_resume(tmp_path):
     trainer.fit(
         module, tiny_datamodule(), ckpt_path=tmp_path / "ckpt" / "last.ckpt"
     )  # max_epochs reached: restore only
-    restored_average = _flat(resumed._average_model.module.state_dict())
-    torch.testing.assert_close(restored_average, averaged_at_save)
+    torch.testing.assert_close(_flat(resumed._average_model.module.state_dict()), averaged_at_save)
     # The live module holds the raw weights again, not the EMA ones.
     torch.testing.assert_close(_flat(module.state_dict()), _flat(saved["current_model_state"]))
     assert resumed._latest_update_step == saved["callbacks"]["EMA"]["latest_update_step"]
+
+
+def test_a_decay_outside_0_1_names_the_key():
+    with pytest.raises(ConfigError, match=r"ema\.decay"):
+        EMA(decay=1.0)

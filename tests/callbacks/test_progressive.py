@@ -1,10 +1,18 @@
+"""ProgressiveLearning in real (tiny) runs: what each batch trained with, for ours, timm's and torchvision's nets."""
+
 import logging
 
 import lightning as L
 import pytest
+import timm
+import torch
+import torchvision
+from torch import nn
 
 from lit_effnet.callbacks import ProgressiveLearning
-from lit_effnet.callbacks.checkpoint import last_checkpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.errors import ConfigError
+from lit_effnet.training import LitEfficientNet
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 
 STAGES = dict(
@@ -13,62 +21,77 @@ STAGES = dict(
 SIZES = [16, 24, 32, 40]
 
 
+def live_dropouts(net: nn.Module) -> set[float]:
+    """Every dropout rate the network applies now: its nn.Dropout modules and timm's functional drop_rate."""
+    rates = {m.p for m in net.modules() if isinstance(m, nn.Dropout)}
+    if hasattr(net, "pretrained_cfg"):
+        rates.add(net.drop_rate)
+    return rates
+
+
 class Recorder(L.Callback):
-    """What each training batch really saw: input size, live dropout, live mixup alpha."""
+    """What each training batch really saw: input size, the network's live dropout, the loss's mixup and CutMix."""
 
     def __init__(self):
-        self.batches = []
+        self.batches, self.builds = [], []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.builds.append((trainer.current_epoch, trainer.datamodule.train_loader_builds))
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         images, _ = batch
-        mixup = pl_module.mixup.mixup_alpha if pl_module.mixup is not None else 0.0
-        self.batches.append((trainer.current_epoch, images.shape[-1], pl_module.net.dropout.p, mixup))
+        dropout = live_dropouts(pl_module.net)
+        mixing = pl_module.mixing
+        self.batches.append(
+            (trainer.current_epoch, images.shape[-1], dropout.pop() if len(dropout) == 1 else dropout,
+             mixing.mixup_alpha, mixing.cutmix_alpha)
+        )  # fmt: skip
 
     def per_epoch(self, column):
         values = {}
         for row in self.batches:
-            values.setdefault(row[0], set()).add(row[column])
-        return {epoch: v.pop() if len(v) == 1 else v for epoch, v in values.items()}
+            values.setdefault(row[0], []).append(row[column])
+        return {epoch: v[0] if len(set(map(str, v))) == 1 else v for epoch, v in values.items()}
 
 
-def run(tmp_path, max_epochs, datamodule=None, recorder=None, **trainer_kwargs):
-    datamodule = datamodule or tiny_datamodule()
-    recorder = recorder or Recorder()
+def run(tmp_path, max_epochs, module=None, datamodule=None, stages=STAGES, **trainer_kwargs):
+    recorder = Recorder()
     ckpt_path = trainer_kwargs.pop("ckpt_path", None)
-    builds = []
-    build = datamodule._build_train_loader
-    datamodule._build_train_loader = lambda size, magnitude: (
-        builds.append((trainer.current_epoch, size)) or build(size, magnitude)
-    )
     trainer = fast_trainer(
         tmp_path,
         max_epochs=max_epochs,
-        callbacks=[ProgressiveLearning(**STAGES), recorder, *trainer_kwargs.pop("callbacks", [])],
+        callbacks=[ProgressiveLearning(**stages), recorder, *trainer_kwargs.pop("callbacks", [])],
         **trainer_kwargs,
     )
-    trainer.fit(tiny_module(), datamodule, ckpt_path=ckpt_path)
-    return trainer, recorder, builds
+    trainer.fit(module or tiny_module(), datamodule or tiny_datamodule(), ckpt_path=ckpt_path)
+    return trainer, recorder
 
 
 def test_each_stage_trains_at_its_size_from_its_first_batch_and_loaders_are_rebuilt_only_then(tmp_path):
-    _trainer, recorder, builds = run(tmp_path, max_epochs=8)
+    _, recorder = run(tmp_path, max_epochs=8)
     # Two epochs per stage; the size changes exactly at epochs 2, 4, 6 (not one epoch late).
     assert recorder.per_epoch(1) == {e: SIZES[e // 2] for e in range(8)}
-    assert builds == [(0, 16), (2, 24), (4, 32), (6, 40)]
+    assert recorder.builds == [(e, e // 2 + 1) for e in range(8)]  # a new loader at 0, 2, 4 and 6 only
 
 
 def test_dropout_and_mixup_change_on_the_live_model_per_stage(tmp_path):
-    _, recorder, _ = run(tmp_path, max_epochs=4)
+    _, recorder = run(tmp_path, max_epochs=4)
     assert recorder.per_epoch(2) == pytest.approx({0: 0.0, 1: 0.1, 2: 0.2, 3: 0.3})
     assert recorder.per_epoch(3) == pytest.approx({0: 0.0, 1: 0.1, 2: 0.2, 3: 0.3})
 
 
-def test_stage_values_are_logged_under_their_names(tmp_path):
-    trainer, _, _ = run(tmp_path, max_epochs=4)
+def test_stage_values_are_logged_under_their_names_with_the_size_the_loader_built(tmp_path):
+    trainer, _ = run(tmp_path, max_epochs=4, stages={**STAGES, "cutmix_alpha": (0.0, 0.6)})
     metrics = trainer.callback_metrics
     assert metrics["train/stage"] == 3 and metrics["train/image_size"] == 40
     assert metrics["train/dropout"] == pytest.approx(0.3) and metrics["train/randaug_magnitude"] == pytest.approx(6.0)
-    assert metrics["train/mixup_alpha"] == pytest.approx(0.3)
+    assert metrics["train/mixup_alpha"] == pytest.approx(0.3) and metrics["train/cutmix_alpha"] == pytest.approx(0.6)
+
+
+def test_cutmix_alpha_is_scheduled_like_mixup_from_the_first_batch_of_its_stage(tmp_path):
+    _, recorder = run(tmp_path, max_epochs=4, stages={**STAGES, "mixup_alpha": None, "cutmix_alpha": (0.0, 0.9)})
+    assert recorder.per_epoch(4) == pytest.approx({0: 0.0, 1: 0.3, 2: 0.6, 3: 0.9})
+    assert recorder.per_epoch(3) == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}  # mixup not scheduled: off
 
 
 def test_each_stage_is_announced_once_on_the_console_with_the_validation_note(tmp_path):
@@ -87,28 +110,6 @@ def test_each_stage_is_announced_once_on_the_console_with_the_validation_note(tm
     assert all("expected, not a bug" in line for line in stages[:3]) and "expected" not in stages[3]
 
 
-def test_resume_in_the_middle_of_a_stage_continues_the_same_schedule(tmp_path):
-    checkpoint = last_checkpoint(str(tmp_path / "ckpt"))
-    # First run: 8-epoch schedule stopped after epoch 2, i.e. in the middle of stage 1 (epochs 2-3).
-    stopper = StopAfterEpoch(2)
-    run(tmp_path, max_epochs=8, callbacks=[checkpoint, stopper], enable_checkpointing=True)
-    assert stopper.stopped
-    # Second run: a fresh trainer, datamodule and callbacks resume from last.ckpt.
-    recorder = Recorder()
-    _, recorder, builds = run(
-        tmp_path,
-        max_epochs=8,
-        recorder=recorder,
-        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
-        callbacks=[last_checkpoint(str(tmp_path / "ckpt2"))],
-        enable_checkpointing=True,
-    )
-    assert min(recorder.per_epoch(1)) == 3  # continues at epoch 3, still stage 1
-    assert recorder.per_epoch(1) == {e: SIZES[e // 2] for e in range(3, 8)}
-    assert recorder.per_epoch(2)[3] == pytest.approx(0.1)  # stage 1's dropout right after the resume
-    assert [size for _, size in builds][-3:] == [24, 32, 40]
-
-
 class StopAfterEpoch(L.Callback):
     def __init__(self, epoch):
         self.epoch, self.stopped = epoch, False
@@ -118,17 +119,112 @@ class StopAfterEpoch(L.Callback):
             trainer.should_stop, self.stopped = True, True
 
 
+def test_resume_in_the_middle_of_a_stage_continues_the_same_schedule(tmp_path):
+    # First run: 8-epoch schedule stopped after epoch 2, i.e. in the middle of stage 1 (epochs 2-3).
+    stopper = StopAfterEpoch(2)
+    run(tmp_path, max_epochs=8, callbacks=[LastCheckpoint(str(tmp_path / "ckpt")), stopper], enable_checkpointing=True)
+    assert stopper.stopped
+    # Second run: a fresh trainer, datamodule and callbacks resume from last.ckpt.
+    _, recorder = run(
+        tmp_path,
+        max_epochs=8,
+        ckpt_path=str(tmp_path / "ckpt" / "last.ckpt"),
+        callbacks=[LastCheckpoint(str(tmp_path / "ckpt2"))],
+        enable_checkpointing=True,
+    )
+    assert min(recorder.per_epoch(1)) == 3  # continues at epoch 3, still stage 1
+    assert recorder.per_epoch(1) == {e: SIZES[e // 2] for e in range(3, 8)}
+    assert recorder.per_epoch(2)[3] == pytest.approx(0.1)  # stage 1's dropout right after the resume
+    # After the loader Lightning builds to count the steps (before the checkpoint is restored), new loaders come
+    # only at the stage boundaries, epochs 4 and 6.
+    builds = [count for _, count in recorder.builds]
+    assert [count - builds[0] for count in builds] == [0, 1, 1, 2, 2]
+
+
 def test_too_few_epochs_for_the_stages_fails_before_training(tmp_path):
-    with pytest.raises(ValueError, match=r"progressive\.num_stages"):
+    with pytest.raises(ConfigError, match=r"progressive\.num_stages"):
         run(tmp_path, max_epochs=3)
 
 
 def test_unscheduled_values_leave_the_model_and_data_settings_alone(tmp_path):
     datamodule = tiny_datamodule(image_size=24, randaug_magnitude=3.0)
+    off = ProgressiveLearning(num_stages=1)  # no ranges given, and a V1 network has none: nothing scheduled
     recorder = Recorder()
-    off = ProgressiveLearning(num_stages=1, image_size=None, dropout=None, randaug_magnitude=None, mixup_alpha=None)
     trainer = fast_trainer(tmp_path, max_epochs=2, callbacks=[off, recorder])
-    trainer.fit(tiny_module(model_kwargs={"width": 0.25, "depth": 0.25, "dropout": 0.15}), datamodule)
+    v1 = tiny_module(name="efficientnet_b0", model_kwargs={"width": 0.25, "depth": 0.25, "dropout": 0.15})
+    trainer.fit(v1, datamodule)
     assert recorder.per_epoch(1) == {0: 24, 1: 24} and recorder.per_epoch(2) == {0: 0.15, 1: 0.15}
-    assert datamodule.train_stage() == (24, 3.0)
-    assert trainer.callback_metrics["train/image_size"] == 24 and trainer.callback_metrics["train/dropout"] == 0.15
+    assert datamodule.train_stages(1) == ((24, 3.0),)
+    assert trainer.callback_metrics["train/image_size"] == 24 and "train/dropout" not in trainer.callback_metrics
+
+
+def test_the_models_table_6_ranges_fill_the_knobs_left_unset(tmp_path):
+    # A V2-S network (narrowed, same spec row) gets Table 6's dropout 0.1 -> 0.3 without being told.
+    module = LitEfficientNet("efficientnetv2_s", 10, model_kwargs={"width": 0.1, "depth": 0.1}, lr=1e-3)
+    _, recorder = run(tmp_path, max_epochs=2, module=module, stages=dict(num_stages=2, image_size=(16, 24)))
+    assert recorder.per_epoch(2) == pytest.approx({0: 0.1, 1: 0.3})
+    assert recorder.per_epoch(3) == {0: 0.0, 1: 0.0}  # Table 6: mixup 0 -> 0 for V2-S
+
+
+@pytest.mark.parametrize(
+    "net",
+    [
+        pytest.param(lambda: timm.create_model("resnet18", num_classes=10), id="timm-resnet18"),
+        pytest.param(lambda: torchvision.models.mobilenet_v3_small(num_classes=10), id="torchvision-mobilenet"),
+    ],
+)
+def test_progressive_learning_drives_any_timm_or_torchvision_classifier(tmp_path, net):
+    module = LitEfficientNet(net=net(), num_classes=10, lr=1e-3, optimizer="adamw", warmup_epochs=0)
+    stages = dict(num_stages=2, image_size=(24, 32), dropout=(0.1, 0.5))
+    _, recorder = run(tmp_path, max_epochs=2, module=module, stages=stages)
+    assert recorder.per_epoch(1) == {0: 24, 1: 32}
+    assert recorder.per_epoch(2) == pytest.approx({0: 0.1, 1: 0.5})
+    assert live_dropouts(module.net) == {0.5}  # the live modules hold the last stage's rate
+
+
+@pytest.mark.parametrize(
+    ("net", "stages", "message"),
+    [
+        (lambda: timm.create_model("resnet18", num_classes=10), dict(drop_path_rate=(0.0, 0.2)),
+         r"progressive\.drop_path_rate is scheduled, but ResNet has no drop-path .*drop_path_rate > 0"),
+        (lambda: torchvision.models.resnet18(num_classes=10), dict(dropout=(0.1, 0.3)),
+         r"progressive\.dropout is scheduled, but ResNet has no classifier dropout"),
+    ],
+)  # fmt: skip
+def test_a_scheduled_knob_without_a_receiver_stops_at_setup_naming_knob_and_network(tmp_path, net, stages, message):
+    module = LitEfficientNet(net=net(), num_classes=10, lr=1e-3)
+    with pytest.raises(ConfigError, match=message):
+        run(tmp_path, max_epochs=2, module=module, stages=dict(num_stages=2, image_size=(24, 32), **stages))
+
+
+@pytest.mark.parametrize(
+    ("module", "datamodule", "culprit"),
+    [
+        (lambda: tiny_module(), lambda: tiny_datamodule(image_size=32), "data.image_size"),
+        (lambda: tiny_module(), lambda: tiny_datamodule(randaug_magnitude=2.0), "data.randaug_magnitude"),
+        (lambda: tiny_module(mixup_alpha=0.2), lambda: tiny_datamodule(), "model.mixup_alpha"),
+        (lambda: tiny_module(model_kwargs={"width": 0.25, "depth": 0.25, "dropout": 0.4}), lambda: tiny_datamodule(),
+         "model.model_kwargs.dropout"),
+    ],
+)  # fmt: skip
+def test_a_knob_set_both_in_the_schedule_and_elsewhere_stops_naming_both(tmp_path, module, datamodule, culprit):
+    with pytest.raises(ConfigError, match=rf"progressive\.\w+ is scheduled and {culprit} is set"):
+        run(tmp_path, max_epochs=4, module=module(), datamodule=datamodule())
+
+
+def test_random_resize_draws_a_stage_per_step_with_its_regularization(tmp_path):
+    stages = dict(num_stages=3, mode="random_resize", image_size=(16, 32), dropout=(0.0, 0.2), mixup_alpha=(0.0, 0.4))
+    _, recorder = run(tmp_path, max_epochs=2, stages=stages, limit_train_batches=8)
+    sizes = [row[1] for row in recorder.batches]
+    assert set(sizes) == {16, 24, 32} and len(sizes) == 16  # all three sizes drawn over 16 steps
+    by_size = {16: (0.0, 0.0), 24: (0.1, 0.2), 32: (0.2, 0.4)}  # (dropout, mixup) of the stage of that size
+    assert all(row[2:4] == pytest.approx(by_size[row[1]]) for row in recorder.batches)
+    _, again = run(tmp_path, max_epochs=2, stages=stages, limit_train_batches=8)
+    assert [row[1] for row in again.batches] == sizes  # a pure function of (seed, step)
+
+
+def test_progressive_learning_runs_with_compile_and_channels_last(tmp_path):
+    module = tiny_module(compile=True, compile_backend="eager")
+    trainer, recorder = run(tmp_path, max_epochs=4, module=module)
+    assert recorder.per_epoch(1) == {e: SIZES[e] for e in range(4)}
+    assert torch.isfinite(trainer.callback_metrics["train/loss"])

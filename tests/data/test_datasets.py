@@ -4,12 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_effnet.data.datasets import (
-    CorruptImageError,
-    DatasetNotFoundError,
-    load_splits,
-    num_classes_of,
-)
+from lit_effnet.data.datasets import DATASETS, load_splits, num_classes_of
+from lit_effnet.errors import ConfigError, CorruptImageError, DatasetNotFoundError
 from tests.data.fixtures import (
     write_cifar10,
     write_cifar100,
@@ -21,7 +17,7 @@ from tests.data.fixtures import (
 
 def test_digits_is_embedded_with_a_fixed_stratified_split():
     splits = load_splits("digits", "nowhere")  # no files needed
-    assert (len(splits.train), len(splits.val), splits.num_classes) == (1437, 360, 10)
+    assert (len(splits.train), len(splits.val), len(splits.classes)) == (1437, 360, 10)
     image, label = splits.train[0]
     assert image.shape == (8, 8, 3) and image.dtype == np.uint8 and 0 <= label < 10
     assert image.max() > 200  # 16 grey levels stretched to 0..255
@@ -43,7 +39,7 @@ def test_cifar10_reads_torchvisions_pickles(tmp_path):
 def test_cifar100_uses_the_fine_labels(tmp_path):
     write_cifar100(tmp_path)
     splits = load_splits("cifar100", tmp_path)
-    assert (len(splits.train), len(splits.test), splits.num_classes) == (12, 7, 100)
+    assert (len(splits.train), len(splits.test), len(splits.classes)) == (12, 7, 100)
     assert max(splits.train[i][1] for i in range(12)) < 100
 
 
@@ -54,7 +50,7 @@ def test_flowers102_trains_on_train_plus_val_and_evaluates_on_test(tmp_path):
     # labels are 0-based: image id k has .mat label k % 102 + 1
     assert [splits.train[i][1] for i in range(5)] == [1, 2, 3, 4, 5]
     assert [splits.test[i][1] for i in range(5)] == [6, 7, 8, 9, 10]
-    assert splits.num_classes == 102 and splits.train[0][0].shape == (30, 40, 3)
+    assert len(splits.classes) == 102 and splits.train[0][0].shape == (30, 40, 3)
 
 
 def test_stanford_cars_reads_the_devkit(tmp_path):
@@ -62,7 +58,7 @@ def test_stanford_cars_reads_the_devkit(tmp_path):
     splits = load_splits("stanford_cars", tmp_path)
     assert [splits.train[i][1] for i in range(4)] == [c - 1 for c in train_classes]
     assert [splits.test[i][1] for i in range(3)] == [c - 1 for c in test_classes]
-    assert splits.num_classes == 196 and splits.classes[0] == "Car Model 1"
+    assert len(splits.classes) == 196 and splits.classes[0] == "Car Model 1"
 
 
 def test_imagefolder_reads_class_folders_and_counts_classes_cheaply(tmp_path):
@@ -115,14 +111,27 @@ def test_a_corrupt_image_names_its_file(tmp_path):
     assert Image.open(tmp_path / "train" / "dog" / "0.jpg")  # neighbours still load
 
 
-def test_unknown_dataset_names_the_key():
-    with pytest.raises(ValueError, match=r"data.name"):
+def test_unknown_dataset_names_the_key_and_the_registered_choices():
+    with pytest.raises(ConfigError, match=r"'mnist' \(data.name\); choose from \['digits'"):
         load_splits("mnist", ".")
+
+
+FIXTURES = {
+    "cifar10": write_cifar10, "cifar100": write_cifar100, "flowers102": write_flowers102,
+    "stanford_cars": write_stanford_cars, "imagefolder": write_imagefolder,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_each_registered_datasets_class_count_before_reading_images_is_its_loaders(tmp_path, name):
+    if name in FIXTURES:
+        FIXTURES[name](tmp_path)
+    assert num_classes_of(name, tmp_path) == len(load_splits(name, tmp_path).classes)
 
 
 def test_digits_rotation_labels_how_each_scan_is_turned():
     digits, rotation = load_splits("digits", "."), load_splits("digits_rotation", ".")
-    assert (len(rotation.train), len(rotation.val), rotation.num_classes) == (1437, 360, 4)
+    assert (len(rotation.train), len(rotation.val), len(rotation.classes)) == (1437, 360, 4)
     for i in range(20):
         image, turns = rotation.train[i]
         assert np.array_equal(np.rot90(digits.train[i][0], turns), image)

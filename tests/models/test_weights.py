@@ -8,8 +8,8 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lit_effnet import create_model
+from lit_effnet.errors import CheckpointError, WeightsMismatchError
 from lit_effnet.models.weights import (
-    WeightsMismatchError,
     from_timm,
     from_torchvision,
     load_pretrained,
@@ -135,8 +135,10 @@ def test_a_file_with_missing_keys_names_the_first_missing_key(tmp_path):
         load_pretrained(path, source="efficientnet_b0")
 
 
-def test_unreadable_file_is_named(tmp_path):
+def test_an_unreadable_file_gets_its_own_error_naming_it(tmp_path):
     path = tmp_path / "garbage.pth"
     path.write_bytes(b"not a checkpoint")
-    with pytest.raises(WeightsMismatchError, match=r"garbage\.pth: not a readable weights file"):
+    with pytest.raises(CheckpointError, match=r"garbage\.pth: not a readable weights file"):
         load_pretrained(path)
+    with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such file"):
+        load_pretrained(tmp_path / "missing.safetensors")

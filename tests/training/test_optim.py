@@ -5,7 +5,15 @@ import torch
 from timm.optim import RMSpropTF
 
 from lit_effnet import create_model
-from lit_effnet.training.optim import build_optimizer, global_batch_size, lr_multiplier, param_groups, scaled_lr
+from lit_effnet.errors import ConfigError
+from lit_effnet.training.optim import (
+    build_optimizer,
+    decay_flags,
+    global_batch_size,
+    lr_multiplier,
+    param_groups,
+    scaled_lr,
+)
 
 
 def test_lr_scales_linearly_with_the_global_batch():
@@ -31,13 +39,15 @@ def test_cosine_decays_from_the_end_of_warmup_to_zero():
     assert lr_multiplier(110, **kw) == pytest.approx(0.0)
 
 
-def test_weight_decay_spares_biases_and_batchnorm():
+@pytest.mark.parametrize(("exclude", "biases_decayed"), [("bias_and_norm", False), ("norm", True)])
+def test_weight_decay_spares_batchnorm_and_biases_as_the_v2_code_or_only_batchnorm_as_v1(exclude, biases_decayed):
     model = create_model("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
-    decay, no_decay = param_groups(model.parameters(), 1e-5)
+    decay, no_decay = param_groups(model.parameters(), decay_flags(model, exclude), 1e-5)
     assert decay["weight_decay"] == 1e-5 and no_decay["weight_decay"] == 0.0
     no_decay_ids = {id(p) for p in no_decay["params"]}
     for name, param in model.named_parameters():
-        assert (id(param) in no_decay_ids) == (name.endswith("bias") or ".bn." in name), name
+        spared = ".bn." in name or (name.endswith("bias") and not biases_decayed)
+        assert (id(param) in no_decay_ids) == spared, name
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(p.numel() for p in model.parameters())
 
 
@@ -50,5 +60,5 @@ def test_rmsprop_has_tf_semantics():
 
 
 def test_unknown_optimizer_names_the_config_key():
-    with pytest.raises(ValueError, match=r"model.optimizer"):
+    with pytest.raises(ConfigError, match=r"model.optimizer"):
         build_optimizer("adam", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)

@@ -1,4 +1,4 @@
-"""Fine-tuning: what --pretrained loads, what it refuses, freezing, LR split, and that it helps."""
+"""LitEfficientNet(pretrained=...): what it loads, what it refuses, the LR split, and that it helps."""
 
 import lightning as L
 import pytest
@@ -7,9 +7,9 @@ import torch
 from safetensors.torch import save_file
 
 from lit_effnet.callbacks import EMA
-from lit_effnet.callbacks.checkpoint import last_checkpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.data import ImageDataModule
-from lit_effnet.models.weights import WeightsMismatchError
+from lit_effnet.errors import CheckpointError, ConfigError, WeightsMismatchError
 from lit_effnet.training import LitEfficientNet
 from tests.conftest import TINY_NET, fast_trainer, tiny_datamodule, tiny_module
 
@@ -19,7 +19,7 @@ def digits_checkpoint(tmp_path_factory):
     """A tiny digits model trained 2 epochs with EMA: its last.ckpt holds EMA and raw weights."""
     folder = tmp_path_factory.mktemp("pretrain")
     trainer = fast_trainer(
-        folder, max_epochs=2, limit_train_batches=3, callbacks=[EMA(decay=0.9), last_checkpoint(str(folder))],
+        folder, max_epochs=2, limit_train_batches=3, callbacks=[EMA(decay=0.9), LastCheckpoint(str(folder))],
         enable_checkpointing=True,
     )  # fmt: skip
     trainer.fit(tiny_module(), tiny_datamodule())
@@ -47,9 +47,7 @@ def test_classifier_is_new_and_the_finetuned_checkpoint_needs_no_pretrained_file
     module = LitEfficientNet(pretrained=str(digits_checkpoint), num_classes=4, lr=0.01)
     assert module.net.classifier.out_features == 4 and module.net.spec.width == TINY_NET["width"]
     assert module.hparams.pretrained is None and module.hparams.name == "efficientnetv2_b0"
-    trainer = fast_trainer(
-        tmp_path, max_epochs=1, callbacks=[last_checkpoint(str(tmp_path))], enable_checkpointing=True
-    )
+    trainer = fast_trainer(tmp_path, max_epochs=1, callbacks=[LastCheckpoint(str(tmp_path))], enable_checkpointing=True)
     trainer.fit(module, tiny_datamodule(name="digits_rotation"))
     moved = tmp_path / "elsewhere.ckpt"
     (tmp_path / "last.ckpt").rename(moved)
@@ -77,7 +75,7 @@ def test_timm_weights_bring_their_padding_and_normalisation(tmp_path):
 
 
 def test_another_architecture_is_refused_naming_the_file(digits_checkpoint):
-    with pytest.raises(ValueError, match=r"last\.ckpt holds efficientnetv2_b0, model.name is efficientnet_b0"):
+    with pytest.raises(ConfigError, match=r"last\.ckpt holds efficientnetv2_b0, model.name is efficientnet_b0"):
         LitEfficientNet(name="efficientnet_b0", pretrained=str(digits_checkpoint), num_classes=4)
 
 
@@ -88,46 +86,12 @@ def test_a_shape_mismatch_names_the_file_and_first_key(digits_checkpoint):
 
 
 def test_a_missing_or_corrupt_pretrained_file_is_named(tmp_path):
-    with pytest.raises(FileNotFoundError, match="no such file"):
+    with pytest.raises(CheckpointError, match=r"model\.pretrained .*nope\.ckpt: no such file"):
         LitEfficientNet(pretrained=str(tmp_path / "nope.ckpt"), num_classes=4)
     corrupt = tmp_path / "cut.ckpt"
     corrupt.write_bytes(b"PK\x03\x04 truncated")
-    with pytest.raises(WeightsMismatchError, match=r"cut\.ckpt: not a readable checkpoint"):
+    with pytest.raises(CheckpointError, match=r"cut\.ckpt: not a readable checkpoint"):
         LitEfficientNet(pretrained=str(corrupt), num_classes=4)
-
-
-class _Snapshots(L.Callback):
-    def __init__(self):
-        self.states = []
-
-    def on_train_batch_end(self, trainer, pl_module, *args):
-        state = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
-        self.states.append((trainer.global_step, state))
-
-
-def _changed(before, after, classifier):
-    keys = [k for k in before if ("classifier" in k) == classifier and "num_batches" not in k]
-    return any(not torch.equal(before[k], after[k]) for k in keys)
-
-
-def test_frozen_backbone_keeps_weights_and_bn_statistics_until_it_is_released(tmp_path):
-    snapshots = _Snapshots()
-    module = tiny_module(freeze_backbone_steps=2, lr=0.01)
-    initial = {k: v.clone() for k, v in module.net.state_dict().items()}
-    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=4, callbacks=[snapshots])
-    trainer.fit(module, tiny_datamodule())
-    (_, after_1), (_, after_2), (_, after_3) = (s for s in snapshots.states[:3])
-    assert not _changed(initial, after_2, classifier=False)  # weights and running stats untouched for 2 steps
-    assert _changed(initial, after_1, classifier=True)  # while the classifier learns
-    assert _changed(after_2, after_3, classifier=False)  # then the whole network trains
-
-
-def test_linear_probe_never_changes_the_backbone(tmp_path):
-    module = tiny_module(freeze_backbone_steps=-1, lr=0.01)
-    initial = {k: v.clone() for k, v in module.net.state_dict().items()}
-    fast_trainer(tmp_path, max_epochs=2).fit(module, tiny_datamodule())
-    assert not _changed(initial, module.net.state_dict(), classifier=False)
-    assert _changed(initial, module.net.state_dict(), classifier=True)
 
 
 def test_backbone_lr_is_scaled_relative_to_the_head(tmp_path):
@@ -172,7 +136,7 @@ def test_pretrained_on_digits_beats_scratch_on_digit_rotation_with_the_same_budg
         "efficientnetv2_b0", 10, model_kwargs=NET, optimizer="adamw", lr=0.005, lr_schedule="cosine", warmup_epochs=0
     )
     trainer = L.Trainer(
-        max_epochs=4, accelerator="cpu", logger=False, callbacks=[last_checkpoint(str(tmp_path))],
+        max_epochs=4, accelerator="cpu", logger=False, callbacks=[LastCheckpoint(str(tmp_path))],
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
     )  # fmt: skip
     trainer.fit(pretrain, _digits_data("digits"))

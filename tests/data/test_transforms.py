@@ -1,0 +1,70 @@
+"""The train and eval pipelines: crops, sizes, cutout and the on-device normalisation, pinned by hand."""
+
+import numpy as np
+import pytest
+import torch
+
+from lit_effnet.data.transforms import Cutout, Normalize, eval_transform, train_transform
+
+RNG = np.random.default_rng(0)
+
+
+def coordinates_image(h: int, w: int) -> np.ndarray:
+    """Pixel (y, x) holds (y, x, 0): a crop shows exactly which rows and columns it kept."""
+    y, x = np.mgrid[0:h, 0:w]
+    return np.stack([y, x, np.zeros_like(y)], -1).astype(np.uint8)
+
+
+def test_train_and_eval_transforms_give_uint8_tensors_at_their_sizes():
+    image = RNG.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    out = train_transform(16, randaug_magnitude=9)(image=image)["image"]
+    assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
+    assert eval_transform(20, crop_pct=0.875)(image=image)["image"].shape == (3, 20, 20)
+
+
+def test_center_eval_resizes_the_short_side_to_size_over_crop_pct_then_crops_the_centre():
+    # 100 x 200 image, size 40, crop_pct 0.8: short side -> 50 (x0.5), long side -> 100; crop rows 5..44 and
+    # columns 30..69 of the resized image, i.e. rows 10..88 and columns 60..138 of the original.
+    image = coordinates_image(100, 200)
+    out = eval_transform(40, crop_pct=0.8, interpolation="nearest")(image=image)["image"]
+    rows, cols = out[0, :, 0].int(), out[1, 0, :].int()
+    assert (int(rows[0]), int(rows[-1])) == (10, 88)
+    assert (int(cols[0]), int(cols[-1])) == (60, 138)
+
+
+def test_official_eval_crops_size_over_size_plus_32_below_320_and_resizes_the_whole_image_from_320():
+    image = coordinates_image(100, 200)
+    small = eval_transform(64, crop="official", interpolation="nearest")(image=image)["image"]
+    side = int(64 / 96 * 100)  # the central 66 x 66 of the short side, resized to 64
+    assert int(small[0, 0, 0]) == (100 - side) // 2 and int(small[1, 0, 0]) == (200 - side) // 2
+    large = eval_transform(320, crop="official", interpolation="nearest")(image=image)["image"]
+    assert large.shape == (3, 320, 320) and int(large[0, -1, 0]) == 99 and int(large[1, 0, -1]) == 199  # no crop
+
+
+def test_whole_image_train_crop_keeps_the_whole_image():
+    image = coordinates_image(60, 90)
+    out = train_transform(30, crop="whole", hflip=False, interpolation="nearest")(image=image)["image"]
+    assert int(out[0, 0, 0]) == 0 and int(out[0, -1, 0]) == 58 and int(out[1, 0, -1]) == 87
+
+
+def test_cutout_is_a_square_of_the_given_side_centred_anywhere_clipped_and_filled():
+    image = np.zeros((40, 40, 3), np.uint8)
+    grey, noise = Cutout(0.5, "grey"), Cutout(0.5, "noise")
+    sides = []
+    for seed in range(30):
+        grey.set_random_seed(seed)
+        mask = (grey(image=image)["image"] == 128).all(-1)
+        sides.append((mask.any(1).sum(), mask.any(0).sum()))
+        assert mask.sum() == sides[-1][0] * sides[-1][1]  # one rectangle
+    assert max(max(s) for s in sides) == 20 and min(min(s) for s in sides) < 20  # side 20, clipped at borders
+    noise.set_random_seed(0)
+    filled = noise(image=image)["image"]
+    values = filled[filled.any(-1)]
+    assert values.min() >= 128 and len(np.unique(values)) > 50  # uniform noise in [128, 255]
+
+
+def test_normalize_is_x_over_255_minus_mean_over_std_per_channel():
+    images = torch.tensor([[[[0]], [[255]], [[51]]]], dtype=torch.uint8)  # one 1x1 image, three channels
+    out = Normalize((0.5, 0.5, 0.2), (0.5, 0.25, 0.1))(images)
+    assert out.dtype == torch.float32
+    assert out.flatten().tolist() == pytest.approx([-1.0, 2.0, 0.0])
