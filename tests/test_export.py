@@ -1,0 +1,180 @@
+"""ONNX, torch.export and timm / torchvision files: each, loaded as its users would, gives our outputs."""
+
+import json
+
+import onnx
+import onnxruntime
+import pytest
+import timm
+import torch
+import torchvision
+from safetensors import safe_open
+from safetensors.torch import load_file
+
+from lit_effnet import create_model
+from lit_effnet.export import METADATA_FILE, ExportMismatchError, export_checkpoint, export_model
+from lit_effnet.models.weights import SPEC_METADATA_KEY, NoCounterpartError, spec_to_json
+from tests.models.test_weights import scrambled
+
+TINY = dict(width=0.25, depth=0.25, eval_size=32)
+
+
+def tiny(padding="same", num_classes=5):
+    """A ~50k-parameter V2-B0 in channels_last, as LitEfficientNet runs it; 'same' padding computes pads in Python."""
+    model = scrambled(create_model("efficientnetv2_b0", num_classes=num_classes, padding=padding, **TINY))
+    return model.to(memory_format=torch.channels_last)
+
+
+def images(batch, size=32, seed=3):
+    return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def assert_close(theirs, ours):
+    assert theirs.shape == ours.shape
+    assert (theirs - ours).abs().max() <= 1e-4 * ours.abs().max()
+
+
+def ours_of(model, x):
+    with torch.no_grad():
+        return model.eval()(x)
+
+
+def test_onnx_has_a_dynamic_batch_and_our_outputs(tmp_path):
+    model = tiny()
+    result = export_model(model, "onnx", tmp_path / "tiny.onnx")
+    assert 0 <= float(result) <= 1e-4 * result.max_abs_output
+    proto = onnx.load(str(tmp_path / "tiny.onnx"))
+    dims = proto.graph.input[0].type.tensor_type.shape.dim
+    assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 32, 32]
+    metadata = {p.key: p.value for p in proto.metadata_props}
+    assert json.loads(metadata["mean"]) == [0.485, 0.456, 0.406] and metadata["num_classes"] == "5"
+    session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
+    for batch in (1, 4):  # 4: neither the traced batch (2) nor the checked ones (1, 3)
+        x = images(batch)
+        assert_close(torch.from_numpy(session.run(None, {"images": x.numpy()})[0]), ours_of(model, x))
+    assert model.stem.conv.weight.is_contiguous(memory_format=torch.channels_last)  # the model is left as it was
+
+
+def test_torch_export_program_loads_back_for_any_batch(tmp_path):
+    model = tiny()
+    result = export_model(model, "torch_export", tmp_path / "tiny.pt2")
+    assert float(result) <= 1e-4 * result.max_abs_output
+    extra = {METADATA_FILE: ""}
+    program = torch.export.load(str(tmp_path / "tiny.pt2"), extra_files=extra)
+    assert json.loads(extra[METADATA_FILE])["lit_effnet_model"] == "efficientnetv2_b0"
+    for batch in (1, 3, 5):
+        x = images(batch)
+        assert_close(program.module()(x), ours_of(model, x))
+    with pytest.raises(ValueError, match=r"\.pt2"):
+        export_model(model, "torch_export", tmp_path / "tiny.export")
+
+
+def test_timm_file_loads_with_create_model_pretrained(tmp_path):
+    # Our default V1 (symmetric, TF BN eps 1e-3) into timm's efficientnet_b0 (eps 1e-5): eps folded into the file.
+    model = scrambled(create_model("efficientnet_b0", num_classes=7, eval_size=64))
+    model = model.to(memory_format=torch.channels_last)
+    path = tmp_path / "b0.safetensors"
+    result = export_model(model, "timm", path)
+    assert result.target == "timm efficientnet_b0" and "pretrained=True" in result.summary
+    loaded = timm.create_model(
+        "efficientnet_b0", pretrained=True, pretrained_cfg_overlay=dict(file=str(path), num_classes=7)
+    ).eval()
+    x = images(2, 64)
+    assert_close(loaded(x), ours_of(model, x))
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+    assert (metadata["library"], metadata["model"], metadata["bn_eps"]) == ("timm", "efficientnet_b0", "1e-05")
+    assert SPEC_METADATA_KEY not in metadata  # the tensors are timm's, folded: not a lit-effnet file
+
+
+def test_torchvision_file_loads_strictly_and_names_its_normalisation(tmp_path):
+    model = scrambled(create_model("efficientnetv2_s", num_classes=6, eval_size=64))
+    path = tmp_path / "v2s.safetensors"
+    result = export_model(model, "torchvision", path)
+    assert "normalise with mean (0.5, 0.5, 0.5), std (0.5, 0.5, 0.5)" in result.summary
+    loaded = torchvision.models.get_model("efficientnet_v2_s", num_classes=6)
+    loaded.load_state_dict(load_file(str(path)), strict=True)
+    x = images(2, 64)
+    assert_close(loaded.eval()(x), ours_of(model, x))
+    with safe_open(str(path), framework="pt") as f:
+        assert json.loads(f.metadata()["mean"]) == [0.5, 0.5, 0.5]
+
+
+def test_a_model_without_counterpart_is_refused_and_nothing_written(tmp_path):
+    with pytest.raises(NoCounterpartError, match=r"efficientnetv2_b0 has no torchvision counterpart"):
+        export_model(tiny(), "torchvision", tmp_path / "tv.safetensors")
+    with pytest.raises(NoCounterpartError, match=r"width=0\.25, depth=0\.25"):
+        export_model(tiny(), "timm", tmp_path / "timm.safetensors")
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(ValueError, match="unknown export format 'tflite'"):
+        export_model(tiny(), "tflite", tmp_path / "m.tflite")
+
+
+def test_outputs_that_differ_are_reported(tmp_path, monkeypatch):
+    import lit_effnet.export as export
+
+    original = export.to_torchvision
+
+    def off_by_a_bit(model, fold_bn_eps=False):
+        module = original(model, fold_bn_eps)
+        with torch.no_grad():
+            module.classifier[1].bias.add_(1e-2)
+        return module
+
+    monkeypatch.setattr(export, "to_torchvision", off_by_a_bit)
+    model = scrambled(create_model("efficientnet_b0", num_classes=3, eval_size=32))
+    with pytest.raises(ExportMismatchError, match=r"max \|difference\| 1\.00e-02 .* more than 0\.0001 x"):
+        export_model(model, "torchvision", tmp_path / "off.safetensors")
+
+
+def _checkpoint(tmp_path, raw, ema):
+    """A lit-effnet checkpoint as EMA training writes it: EMA weights in state_dict, raw in current_model_state."""
+    path = tmp_path / "last.ckpt"
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in ema.state_dict().items()},
+            "current_model_state": {f"net.{k}": v for k, v in raw.state_dict().items()},
+            SPEC_METADATA_KEY: spec_to_json(raw.spec),
+        },
+        path,
+    )
+    return path
+
+
+def test_checkpoint_exports_its_ema_weights_by_default(tmp_path):
+    raw, ema = tiny(), tiny()
+    with torch.no_grad():
+        for p in ema.parameters():
+            p.mul_(0.9)
+    path = _checkpoint(tmp_path, raw, ema)
+    x = images(3)
+    assert (ours_of(raw, x) - ours_of(ema, x)).abs().max() > 1e-2
+
+    result = export_checkpoint(path, "torch_export", tmp_path / "ema.pt2")
+    assert_close(torch.export.load(str(tmp_path / "ema.pt2")).module()(x), ours_of(ema, x))
+    assert result.summary.startswith(f"exported efficientnetv2_b0 to {tmp_path / 'ema.pt2'} (torch.export")
+    assert "\n" not in result.summary and "at 32px" in result.summary
+
+    export_checkpoint(tmp_path, "torch_export", tmp_path / "raw.pt2", weights="raw")  # a run folder: its last.ckpt
+    assert_close(torch.export.load(str(tmp_path / "raw.pt2")).module()(x), ours_of(raw, x))
+
+
+def test_train_py_export_writes_the_runs_ema_model_and_refuses_what_timm_cannot_build(tmp_path, monkeypatch, capsys):
+    from lit_effnet.cli import main
+    from lit_effnet.training import LitEfficientNet
+
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1", "--trainer.max_epochs", "3",
+            "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]  # fmt: skip
+    assert main(["--config", "quickstart", *tiny]) == 0
+    capsys.readouterr()
+    export = ["export", "--config", "quickstart", "--ckpt_path", "last"]
+    assert main([*export, "--format", "torch_export", "--out", "q.pt2"]) == 0
+    assert "max |difference|" in capsys.readouterr().out
+    last = "checkpoints/quickstart/version_0/checkpoints/last.ckpt"
+    ours = LitEfficientNet.load_from_checkpoint(last).net.eval()  # the EMA weights: the checkpoint's state_dict
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load("q.pt2").module()(x), ours(x), rtol=1e-4, atol=1e-5)
+    assert main([*export, "--format", "timm", "--out", "q.safetensors"]) == 2  # width 0.5: no timm model
+    assert "has no timm counterpart: width=0.5" in capsys.readouterr().err
