@@ -1,8 +1,9 @@
 """Measured speed, printed as ratios from one process: `python -m lit_effnet.bench {models,pipeline,progressive,stage}`.
 
     models       training step and inference of our B0/V2-S/V2-M against timm's same architecture, alternated
-    pipeline     training-loader images/s per worker at a V2 schedule's sizes (albumentations vs torchvision v2),
-                 against the model's consumption rate
+    pipeline     training-loader images/s per worker at a V2 schedule's sizes on ImageNet-like JPEGs: the path
+                 before issue 14 against ours (reduced-scale decode, uint8 out), a profile of both, torchvision v2,
+                 the decoders, and the workers a model's rate needs
     progressive  time to a target accuracy on digits: progressive (small -> large) vs fixed large size, same epochs
     stage        seconds to rebuild the train loader (and recompile, with --compile) at a stage boundary
     quickstart   `train.py --config quickstart` over seeds, progressive and at its last stage's size throughout:
@@ -23,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -148,102 +150,381 @@ def _inference(model: nn.Module, x, autocast) -> Callable[[], None]:
     return infer
 
 
-def _jpeg_files(count: int) -> list:
-    """`count` copies of scikit-learn's two real photos (640x427 JPEGs), close to ImageNet's average size."""
-    import tempfile
-    from pathlib import Path
+# ------------------------------------------------------------------ pipeline: one loader worker, today's path and ours
 
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+CROP_SCALE = (0.08, 1.0)  # ImageDataModule's generic crop_scale
+GOALS = {128: 2.0, 300: 1.3}  # issue 14: per-worker speed-up over today's path at the first and last V2-S stage
+
+
+def photo_jpegs(folder: Path, count: int, width: int, height: int, quality: int = 90, seed: int = 0) -> list[Path]:
+    """`count` distinct width x height JPEGs from scikit-learn's two photos (china.jpg, flower.jpg, 640x427): a
+    random window of the target's aspect ratio, maybe mirrored, resized to the target size, saved at `quality`."""
+    import cv2
+    import numpy as np
     import sklearn.datasets
+    from PIL import Image
 
-    photos = [p.read_bytes() for p in sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))]
-    folder = Path(tempfile.mkdtemp())
+    photos = sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))
+    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in photos]
+    rng = np.random.default_rng(seed)
     files = []
     for i in range(count):
-        files.append(folder / f"{i}.jpg")
-        files[-1].write_bytes(photos[i % len(photos)])
+        photo = arrays[i % len(arrays)]
+        h, w = photo.shape[:2]
+        win_h = int(h * rng.uniform(0.85, 1.0))
+        win_w = min(w, round(win_h * width / height))  # the target's aspect ratio, so nothing is stretched
+        top, left = rng.integers(0, h - win_h + 1), rng.integers(0, w - win_w + 1)
+        window = photo[top : top + win_h, left : left + win_w]
+        if rng.random() < 0.5:
+            window = window[:, ::-1]
+        method = cv2.INTER_AREA if width < win_w else cv2.INTER_CUBIC
+        image = cv2.resize(np.ascontiguousarray(window), (width, height), interpolation=method)
+        files.append(folder / f"{width}x{height}_{i}.jpg")
+        Image.fromarray(image).save(files[-1], quality=quality)
     return files
 
 
-def _albumentations_loader(files: list, size: int, magnitude: float, mean, std) -> Callable[[], None]:
-    from lit_effnet.data.datasets import load_rgb
-    from lit_effnet.data.transforms import Normalize, train_transform
+class _Files(torch.utils.data.Dataset):
+    """JPEG files as a train split of files holds them (`read_encoded`), label 0."""
 
-    transform = train_transform(size, randaug_magnitude=magnitude, crop_scale=(0.08, 1.0))
-    transform.set_random_seed(0)
-    normalize = Normalize(mean, std)  # on the worker here, as the torchvision pipeline does
+    def __init__(self, paths: list[Path]) -> None:
+        self.paths = paths
 
-    def run() -> None:
-        for path in files:
-            normalize(transform(image=load_rgb(path))["image"][None])
+    def __len__(self) -> int:
+        return len(self.paths)
 
-    return run
+    def __getitem__(self, index: int) -> tuple:
+        from lit_effnet.data.decode import read_encoded
+
+        return read_encoded(self.paths[index]), 0
 
 
-def _torchvision_loader(files: list, size: int, magnitude: float, mean, std) -> Callable[[], None]:
+def _today_compose(size: int, magnitude: float, normalize: bool):
+    """The train transform before issue 14, from albumentations directly: RandomResizedCrop -> flip -> RandAugment
+    -> [Normalize to float32] -> ToTensorV2, on the fully decoded image."""
+    import albumentations as A
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
+    from lit_effnet.data.randaugment import RandAugment
+
+    steps = [A.RandomResizedCrop(size=(size, size), scale=CROP_SCALE, interpolation=cv2.INTER_LINEAR)]
+    steps += [A.HorizontalFlip(p=0.5), RandAugment(num_ops=2, magnitude=magnitude)]
+    return A.Compose([*steps, *([A.Normalize(mean=MEAN, std=STD)] if normalize else []), ToTensorV2()])
+
+
+Sampler = Callable[[int, int], object]  # (epoch, index) -> one training sample of one path
+
+
+def _today_sampler(files: list[Path], size: int, magnitude: float, normalize: bool) -> Sampler:
+    """A sample as a worker made it before: load_rgb, then the Compose seeded per (seed, epoch, index) with
+    `set_random_seed` (a generator pair per step); `normalize` False is the uint8 output alone."""
+    from lit_effnet.data.datamodule import sample_seed
+    from lit_effnet.data.decode import load_rgb
+
+    compose = _today_compose(size, magnitude, normalize)
+
+    def sample(epoch: int, index: int) -> torch.Tensor:
+        compose.set_random_seed(sample_seed(0, epoch, index))
+        return compose(image=load_rgb(files[index]))["image"]
+
+    return sample
+
+
+def _new_dataset(files: list[Path], size: int, magnitude: float):
+    from lit_effnet.data.datamodule import AugmentedDataset
+    from lit_effnet.data.transforms import train_transform
+
+    transform = train_transform(size, randaug_magnitude=magnitude, crop_scale=CROP_SCALE)
+    return AugmentedDataset(_Files(files), [transform], seed=0)
+
+
+def _new_sampler(files: list[Path], size: int, magnitude: float) -> Sampler:
+    """A sample as ImageDataModule's train loader makes it now: AugmentedDataset over the encoded files."""
+    from lit_effnet.data.datamodule import SampleKey
+
+    dataset = _new_dataset(files, size, magnitude)
+    return lambda epoch, index: dataset[SampleKey(epoch, index)][0]
+
+
+def _torchvision_sampler(files: list[Path], size: int, magnitude: float) -> Sampler:
+    """The same steps in torchvision v2 (decode_jpeg, float32 normalised on the worker), unseeded."""
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms import v2
 
     transform = v2.Compose([
-        v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+        v2.RandomResizedCrop(size, scale=CROP_SCALE, antialias=True), v2.RandomHorizontalFlip(),
         v2.RandAugment(num_ops=2, magnitude=round(magnitude)), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean, std),
+        v2.Normalize(MEAN, STD),
     ])  # fmt: skip
-
-    def run() -> None:
-        for path in files:
-            transform(decode_jpeg(read_file(str(path))))
-
-    return run
+    return lambda epoch, index: transform(decode_jpeg(read_file(str(files[index]))))
 
 
-def _decode_all(files: list, opencv: bool) -> Callable[[], None]:
-    """Our `load_rgb` (OpenCV), or the PIL decode it replaced."""
+def interleaved_seconds(
+    samplers: dict[str, Sampler], images: int, rounds: int, collate: bool
+) -> dict[str, list[float]]:
+    """Seconds per round of each path, side by side: every image goes through every path, in an order that
+    rotates image by image, so load from other work hits them alike. A round is one batch (an epoch: new
+    random draws), collated with default_collate when `collate`; a first round warms up and is not counted."""
+    from torch.utils.data import default_collate
+
+    keys, seconds = list(samplers), {key: [] for key in samplers}
+    for epoch in range(rounds + 1):
+        spent, batches = dict.fromkeys(keys, 0.0), {key: [] for key in keys}
+        for index in range(images):
+            shift = (epoch * images + index) % len(keys)
+            for key in keys[shift:] + keys[:shift]:
+                start = time.perf_counter()
+                batches[key].append((samplers[key](epoch, index), 0))
+                spent[key] += time.perf_counter() - start
+        for key in keys if collate else ():
+            start = time.perf_counter()
+            default_collate(batches[key])
+            spent[key] += time.perf_counter() - start
+        for key in keys if epoch else ():
+            seconds[key].append(spent[key])
+    return seconds
+
+
+def interleaved_rates(samplers: dict[str, Sampler], images: int, rounds: int, collate: bool) -> dict[str, float]:
+    """Images/s of each path over its median round (`interleaved_seconds`)."""
+    seconds = interleaved_seconds(samplers, images, rounds, collate)
+    return {key: images / statistics.median(s) for key, s in seconds.items()}
+
+
+def paired_ratio(seconds: dict[str, list[float]], fast: str, slow: str) -> float:
+    """How many times faster `fast` is than `slow`: the median over rounds of the ratio within each round
+    (the two paths ran side by side in it), steadier under load than a ratio of medians."""
+    return statistics.median(s / f for f, s in zip(seconds[fast], seconds[slow]))
+
+
+class _Laps:
+    """Seconds per named step: `start()`, then `lap(name)` after each step."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.t = time.perf_counter()
+
+    def start(self) -> None:
+        self.t = time.perf_counter()
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.seconds[name] = self.seconds.get(name, 0.0) + now - self.t
+        self.t = now
+
+
+PROFILE_STEPS = ("seeding", "decode", "crop+resize", "flip", "RandAugment", "normalise", "collate")
+
+
+def _today_steps(files: list[Path], size: int, magnitude: float) -> Callable[[int, int, _Laps], torch.Tensor]:
+    """Today's sample with each step timed (the Compose's own bookkeeping, a few µs, left out)."""
+    from lit_effnet.data.datamodule import sample_seed
+    from lit_effnet.data.decode import load_rgb
+
+    compose = _today_compose(size, magnitude, normalize=True)
+    crop, flip, randaug, normalize, to_tensor = compose.transforms
+
+    def sample(epoch: int, index: int, laps: _Laps) -> torch.Tensor:
+        laps.start()
+        compose.set_random_seed(sample_seed(0, epoch, index))
+        laps.lap("seeding")
+        image = load_rgb(files[index])
+        laps.lap("decode")
+        x = crop(image=image)["image"]
+        laps.lap("crop+resize")
+        x = flip(image=x)["image"]
+        laps.lap("flip")
+        x = randaug(image=x)["image"]
+        laps.lap("RandAugment")
+        x = to_tensor(image=normalize(image=x)["image"])["image"]
+        laps.lap("normalise")
+        return x
+
+    return sample
+
+
+def _new_steps(files: list[Path], size: int, magnitude: float) -> Callable[[int, int, _Laps], torch.Tensor]:
+    """Our sample with each piece timed: read + decode at 1/2^k, header + box + resample, the albumentations
+    steps; uint8 out (normalised later, on the device: not on the worker)."""
+    from lit_effnet.data.datamodule import sample_seed
+    from lit_effnet.data.decode import decode_bgr, reduction_for, resize_box
+
+    dataset = _new_dataset(files, size, magnitude)
+    transform = dataset.transforms[0]
+    flip, randaug, to_tensor = transform.steps.transforms
+
+    def sample(epoch: int, index: int, laps: _Laps) -> torch.Tensor:
+        laps.start()
+        rng = transform.seeded(sample_seed(0, epoch, index))
+        laps.lap("seeding")
+        encoded = dataset.base[index][0]
+        laps.lap("decode")
+        box = transform.crop.box(encoded, rng)
+        laps.lap("crop+resize")
+        bgr, k = decode_bgr(encoded, reduction_for(box, size))
+        laps.lap("decode")
+        image = resize_box(bgr, k, box, size, transform.crop.interpolation)
+        laps.lap("crop+resize")
+        x = flip(image=image)["image"]
+        laps.lap("flip")
+        x = randaug(image=x)["image"]
+        laps.lap("RandAugment")
+        x = to_tensor(image=x)["image"]
+        laps.lap("normalise")
+        return x
+
+    return sample
+
+
+def _profiles(files: list[Path], size: int, magnitude: float, rounds: int) -> dict[str, dict[str, float]]:
+    """Seconds per image in each step of today's path and ours, interleaved image by image as in
+    `interleaved_rates` (the mean over rounds, after one that warms up); collate spread over the batch."""
+    from torch.utils.data import default_collate
+
+    paths = {"today": _today_steps(files, size, magnitude), "new": _new_steps(files, size, magnitude)}
+    for epoch in range(rounds + 1):
+        if epoch <= 1:  # the first round warms up
+            laps = {key: _Laps() for key in paths}
+        batches = {key: [] for key in paths}
+        for index in range(len(files)):
+            for key in sorted(paths, reverse=(epoch * len(files) + index) % 2 == 1):
+                batches[key].append((paths[key](epoch, index, laps[key]), 0))
+        for key, batch in batches.items():
+            laps[key].start()
+            default_collate(batch)
+            laps[key].lap("collate")
+    samples = rounds * len(files)
+    return {key: {step: lap.seconds[step] / samples for step in PROFILE_STEPS} for key, lap in laps.items()}
+
+
+def _decoder_ms(datas: list[bytes], rounds: int) -> dict[tuple[str, int], float]:
+    """ms per whole image for OpenCV (ours) and PIL (its `draft` mode: the same DCT scaling) at 1/2^k."""
+    import io
+
     import numpy as np
     from PIL import Image
 
-    from lit_effnet.data import datasets
+    from lit_effnet.data.decode import MAX_REDUCTION, decode_bgr
 
-    def run() -> None:
-        for path in files:
-            if opencv:
-                datasets.load_rgb(path)
-            else:
-                with Image.open(path) as image:
-                    np.asarray(image.convert("RGB"))
+    def pil(data: bytes, k: int) -> np.ndarray:
+        with Image.open(io.BytesIO(data)) as image:
+            image.draft("RGB", (-(-image.width >> k), -(-image.height >> k)))  # the smallest scale >= that
+            return np.asarray(image.convert("RGB"))
 
-    return run
+    result = {}
+    for k in range(MAX_REDUCTION + 1):
+        fns = {
+            "OpenCV": lambda e, i, k=k: decode_bgr(datas[i], k),
+            "PIL": lambda e, i, k=k: pil(datas[i], k),
+        }
+        for name, rate in interleaved_rates(fns, len(datas), rounds, collate=False).items():
+            result[name, k] = 1e3 / rate
+    return result
+
+
+def _header_us(datas: list[bytes], rounds: int) -> dict[str, float]:
+    """µs per image to read (height, width): our marker walk against PIL's lazy open."""
+    import io
+
+    from PIL import Image
+
+    from lit_effnet.data.decode import jpeg_shape
+
+    def pil(data: bytes) -> tuple[int, int]:
+        with Image.open(io.BytesIO(data)) as image:
+            return image.height, image.width
+
+    fns = {"jpeg_shape": lambda e, i: jpeg_shape(datas[i]), "PIL open": lambda e, i: pil(datas[i])}
+    return {key: 1e6 / rate for key, rate in interleaved_rates(fns, len(datas), rounds, collate=False).items()}
+
+
+def _reduction_mix(size: int, height: int, width: int, draws: int = 2000) -> list[float]:
+    """Share of samples decoded at 1/1, 1/2, 1/4, 1/8 at this size (boxes of the loader's draws)."""
+    import random
+
+    from lit_effnet.data.decode import MAX_REDUCTION, reduction_for, sample_crop_box
+
+    rng = random.Random(0)
+    ks = [reduction_for(sample_crop_box(rng, height, width, CROP_SCALE), size) for _ in range(draws)]
+    return [ks.count(k) / draws for k in range(MAX_REDUCTION + 1)]
 
 
 def bench_pipeline(args: argparse.Namespace) -> None:
-    """Images/s of one loader process (decode -> crop -> flip -> RandAugment -> normalise) on real JPEGs."""
+    """Images/s of one loader worker on ImageNet-like JPEGs: before issue 14 (full decode, float out) and now."""
+    import tempfile
+
     import cv2
 
     torch.set_num_threads(1)  # as in a DataLoader worker
     cv2.setNumThreads(1)
-    files = _jpeg_files(args.images)
-    mean, std = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-    print(f"# pipeline: {machine()} | {args.images} JPEGs of 640x427 | RandAugment 2 ops | one process")
-    print("size  magnitude  albumentations img/s  torchvision-v2 img/s  alb/tv")
-    rates = {}
-    for size, magnitude in zip(args.sizes, args.magnitudes):
-        fns = {
-            "alb": _albumentations_loader(files, size, magnitude, mean, std),
-            "tv": _torchvision_loader(files, size, magnitude, mean, std),
-        }
-        times = rotated_timings(fns, torch.device("cpu"), args.rounds)
-        alb, tv = (args.images / statistics.median(times[k]) for k in ("alb", "tv"))
-        rates[size] = alb
-        print(f"{size:4d}  {magnitude:9.1f}  {alb:20.0f}  {tv:20.0f}  {alb / tv:.2f}")
-    decoders = {"opencv": _decode_all(files, opencv=True), "pil": _decode_all(files, opencv=False)}
-    times = rotated_timings(decoders, torch.device("cpu"), args.rounds)
-    cv, pil = (args.images / statistics.median(times[k]) for k in decoders)
-    print(f"decode only (load_rgb): OpenCV {cv:.0f} img/s, PIL {pil:.0f} img/s, OpenCV/PIL {cv / pil:.2f}")
-    if args.model_rate:
+    sources = [tuple(int(v) for v in text.split("x")) for text in args.sources]
+    stages = list(zip(args.sizes, args.magnitudes))
+    with tempfile.TemporaryDirectory(prefix="bench_pipeline_") as folder:
+        files = {src: photo_jpegs(Path(folder), args.images, *src) for src in sources}
+        kb = {src: statistics.mean(p.stat().st_size for p in fs) / 1024 for src, fs in files.items()}
+        print(f"# pipeline: {machine()} | one worker, 1 thread | {args.images} JPEGs per source, quality 90, from")
+        print(f"#   scikit-learn's 2 photos: {', '.join(f'{w}x{h} ({kb[w, h]:.0f} KB)' for w, h in sources)}")
+        print(f"#   RandAugment 2 ops | crop scale {CROP_SCALE} | bilinear | {args.rounds} rounds of a batch")
+        print("# today: load_rgb (whole image) -> albumentations RandomResizedCrop -> flip -> RandAugment -> Normalize")
+        print("#        (float32 on the worker); Compose.set_random_seed per sample (a generator pair per step)")
+        print("# new:   header -> box -> decode at 1/2^k -> crop+resize -> flip -> RandAugment -> uint8 (normalised on")
+        print("#        the device); one generator pair per sample. today u8: today's path with uint8 out")
+
+        print("\nimages/s per worker (median round, batch collated); speed-ups: the median of the rounds' ratios")
         print(
-            f"\nworkers per device to feed a model training at {args.model_rate} img/s (ceil(rate / per-worker rate)):"
+            "source     size  mag  today  today u8  new   new/today  goal  met | tv-v2  today/tv"
+            " | decoded at 1/1 1/2 1/4 1/8"
         )
-        for size, rate in rates.items():
-            print(f"  {size}px: {math.ceil(args.model_rate / rate)}")
+        rates: dict[tuple, dict[str, float]] = {}
+        for src in sources:
+            for size, magnitude in stages:
+                samplers = {
+                    "today": _today_sampler(files[src], size, magnitude, normalize=True),
+                    "today u8": _today_sampler(files[src], size, magnitude, normalize=False),
+                    "new": _new_sampler(files[src], size, magnitude),
+                    "tv": _torchvision_sampler(files[src], size, magnitude),
+                }
+                seconds = interleaved_seconds(samplers, args.images, args.rounds, collate=True)
+                rate = rates[src, size] = {key: args.images / statistics.median(s) for key, s in seconds.items()}
+                speedup, goal = paired_ratio(seconds, "new", "today"), GOALS.get(size)
+                target, met = (f"{goal:.1f}x", "yes" if speedup >= goal else "no") if goal else ("-", "-")
+                mix = " ".join(f"{share:.2f}" for share in _reduction_mix(size, src[1], src[0]))
+                print(
+                    f"{src[0]:4d}x{src[1]:<4d}  {size:4d}  {magnitude:4.1f} {rate['today']:6.0f}"
+                    f"  {rate['today u8']:8.0f}  {rate['new']:4.0f}  {speedup:8.2f}x  {target:>4s}  {met:>3s}"
+                    f" | {rate['tv']:5.0f}  {paired_ratio(seconds, 'today', 'tv'):8.2f} | {mix:>26s}"
+                )
+
+        print("\nprofile: ms per image by step (share of the path's total); steps timed one by one")
+        print(f"source     size  path   total  {'  '.join(f'{step:>12s}' for step in PROFILE_STEPS)}")
+        for src in sources:
+            for size, magnitude in stages:
+                for name, prof in _profiles(files[src], size, magnitude, args.rounds).items():
+                    total = sum(prof.values())
+                    cells = "  ".join(f"{v * 1e3:6.3f} ({v / total:3.0%})" for v in prof.values())
+                    lead = f"{src[0]:4d}x{src[1]:<4d}  {size:4d}" if name == "today" else " " * 15
+                    print(f"{lead}  {name:5s}  {total * 1e3:5.2f}  {cells}")
+
+        print("\ndecode only, ms per whole image at 1/2^k (OpenCV: ours; PIL: its draft mode)")
+        for src in sources:
+            table = _decoder_ms([p.read_bytes() for p in files[src]], args.rounds)
+            for name in ("OpenCV", "PIL"):
+                row = "  ".join(f"1/{1 << k} {table[name, k]:6.3f}" for k in range(4))
+                print(f"{src[0]:4d}x{src[1]:<4d}  {name:6s}  {row}")
+            print(f"{src[0]:4d}x{src[1]:<4d}  OpenCV/PIL speed at 1/1: {table['PIL', 0] / table['OpenCV', 0]:.2f}")
+        header = _header_us([p.read_bytes() for p in files[sources[0]]], args.rounds)
+        print("header, µs per image: " + ", ".join(f"{k} {v:.1f}" for k, v in header.items()))
+
+        if args.model_rate:
+            print(
+                f"\nworkers per device to feed a model training at {args.model_rate} img/s"
+                " (ceil(rate / per-worker img/s)), today -> new:"
+            )
+            for (src, size), rate in rates.items():
+                today, new = (math.ceil(args.model_rate / rate[key]) for key in ("today", "new"))
+                print(f"  {src[0]}x{src[1]} {size}px: {today} -> {new}")
 
 
 class _EpochClock(L.Callback):
@@ -409,8 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     pipeline = sub.add_parser("pipeline", help=bench_pipeline.__doc__)
     pipeline.add_argument("--sizes", type=int, nargs="+", default=[128, 184, 240, 300])
     pipeline.add_argument("--magnitudes", type=float, nargs="+", default=[5, 6.7, 8.3, 10])
+    pipeline.add_argument("--sources", nargs="+", default=["500x375", "1000x750"], help="JPEG sizes, WxH")
     pipeline.add_argument("--images", type=int, default=64)
-    pipeline.add_argument("--rounds", type=int, default=3)
+    pipeline.add_argument("--rounds", type=int, default=5)
     pipeline.add_argument("--model-rate", type=int, default=0, help="model img/s to size the worker count for")
     progressive = sub.add_parser("progressive", help=bench_progressive.__doc__)
     progressive.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

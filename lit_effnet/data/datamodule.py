@@ -7,6 +7,8 @@ trains at. Lightning 2.6 requests the train loader (`setup_data`) BEFORE `on_tra
 not checkpoint its reload bookkeeping, so the plan is evaluated at `trainer.current_epoch` when the loader
 is requested; the loader is rebuilt only when the stage's sizes or magnitudes change.
 
+Training images are decoded only as far as their random crop needs (`train_transform`: the box is drawn from
+the header, a JPEG decoded at reduced scale); each sample's draws are a function of (seed, epoch, index).
 Batches leave the loader as uint8 and are normalised on the device they train on (`on_after_batch_transfer`).
 """
 
@@ -26,7 +28,15 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
 from lit_effnet.data.datasets import Splits, dataset_entry, load_rgb, load_splits, num_classes_of
-from lit_effnet.data.transforms import CutoutFill, EvalCrop, Normalize, TrainCrop, eval_transform, train_transform
+from lit_effnet.data.transforms import (
+    CutoutFill,
+    EvalCrop,
+    Normalize,
+    TrainCrop,
+    TrainTransform,
+    eval_transform,
+    train_transform,
+)
 from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError, refuse_pinned
 from lit_effnet.models.data_config import DataConfig, ProvidesDataConfig
 from lit_effnet.models.specs import IMAGENET_MEAN, IMAGENET_STD
@@ -71,43 +81,52 @@ class EpochDistributedSampler(DistributedSampler):
             yield SampleKey(epoch, index, stage)
 
 
-class AugmentedDataset(Dataset):
-    """Applies an albumentations pipeline (one per stage); with `SampleKey`s, seeded per sample.
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    """The seed of one training sample's augmentation: a function of (seed, epoch, index) only."""
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
 
-    With `skip_corrupt`, an undecodable image is replaced by the next readable one and counted in a
-    warning naming the file (per loader process); otherwise its CorruptImageError stops the run.
+
+class AugmentedDataset(Dataset):
+    """A split's (image, label) as (uint8 CHW tensor, label), through one transform per stage.
+
+    A `TrainTransform` takes the image as the split holds it (a file's bytes or an array) and, with
+    `SampleKey`s, the sample's seed (`sample_seed`); an albumentations pipeline (eval) takes the decoded
+    array. With `skip_corrupt`, an image that cannot be read or decoded is replaced by the next readable
+    one and counted in a warning naming the file (per loader process); otherwise its CorruptImageError
+    stops the run.
     """
 
     def __init__(
-        self, base: Dataset, transforms: Sequence[A.Compose], seed: int = 0, skip_corrupt: bool = False
+        self,
+        base: Dataset,
+        transforms: Sequence[TrainTransform | A.Compose],
+        seed: int = 0,
+        skip_corrupt: bool = False,
     ) -> None:
         self.base, self.transforms, self.seed, self.skip_corrupt = base, list(transforms), seed, skip_corrupt
         self.skipped = 0
 
-    def _load(self, index: int) -> tuple[Any, int]:
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> tuple[torch.Tensor, int]:
+        if isinstance(key, tuple):
+            epoch, index, stage = SampleKey(*key)
+            transform, seed = self.transforms[stage], sample_seed(self.seed, epoch, index)
+        else:
+            index, transform, seed = key, self.transforms[0], None
         for offset in range(len(self.base)):
             try:
-                return self.base[(index + offset) % len(self.base)]
+                image, label = self.base[(index + offset) % len(self.base)]
+                if isinstance(transform, TrainTransform):
+                    return transform(image, seed), int(label)
+                return transform(image=np.asarray(image))["image"], int(label)
             except CorruptImageError as err:
                 if not self.skip_corrupt:
                     raise
                 self.skipped += 1
                 warnings.warn(f"skipped corrupt image ({self.skipped} in this process): {err}", stacklevel=2)
         raise CorruptImageError(f"no readable image among the {len(self.base)} of this split")
-
-    def __len__(self) -> int:
-        return len(self.base)
-
-    def __getitem__(self, key: int | tuple[int, ...]) -> tuple[torch.Tensor, int]:
-        transform = self.transforms[0]
-        if isinstance(key, tuple):
-            epoch, index, stage = SampleKey(*key)
-            transform = self.transforms[stage]
-            transform.set_random_seed(int(np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]))
-        else:
-            index = key
-        image, label = self._load(index)
-        return transform(image=np.asarray(image))["image"], int(label)
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}

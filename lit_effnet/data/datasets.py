@@ -1,7 +1,10 @@
 """The datasets, read from torchvision's on-disk layouts under `data.root`; nothing is downloaded.
 
-Every split yields `(uint8 RGB array HxWx3, class index)`, the input albumentations wants. `DATASETS` is
-the registry: adding a dataset is one entry (its loader, class count and where its files go).
+Every split yields `(image, class index)`. The image is a uint8 RGB array HxWx3 (the in-memory datasets,
+and the evaluation splits of files, decoded by `load_rgb`) or, in the train splits of files, the file's
+bytes (`EncodedImage`): the train transform decodes only what its random crop needs, at reduced scale
+(lit_effnet/data/decode.py). `DATASETS` is the registry: adding a dataset is one entry (its loader, class
+count and where its files go).
 """
 
 from __future__ import annotations
@@ -13,34 +16,12 @@ from dataclasses import dataclass
 from functools import cache, partial
 from pathlib import Path
 
-import cv2
 import numpy as np
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, Flowers102, ImageFolder, StanfordCars
 
-from lit_effnet.errors import ConfigError, CorruptImageError, DatasetNotFoundError
-
-
-def load_rgb(path: str | os.PathLike) -> np.ndarray:
-    """Decode an image file to a uint8 RGB array, naming the file if it cannot be read.
-
-    OpenCV decodes JPEGs 1.2x faster than PIL (`python -m lit_effnet.bench pipeline`); EXIF
-    orientation is ignored, as in PIL-based loaders (timm, torchvision) that pretrained weights saw.
-    PIL reads what OpenCV cannot (e.g. GIF).
-    """
-    try:
-        encoded = np.fromfile(path, dtype=np.uint8)
-    except OSError as err:
-        raise CorruptImageError(f"{path}: cannot read image ({err})") from None
-    image = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if encoded.size else None
-    if image is not None:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    try:
-        with Image.open(path) as pil_image:
-            return np.asarray(pil_image.convert("RGB"))
-    except (OSError, ValueError, SyntaxError) as err:
-        raise CorruptImageError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from None
+from lit_effnet.data.decode import load_rgb, read_encoded
+from lit_effnet.errors import ConfigError, DatasetNotFoundError
 
 
 class ArrayDataset(Dataset):
@@ -193,7 +174,8 @@ def load_flowers102_splits(root: Path) -> Splits:
         f"(or torchvision.datasets.Flowers102('{root}', download=True))."
     )
     _require([folder / "jpg", folder / "imagelabels.mat", folder / "setid.mat"], "flowers102", how)
-    train, val, test = (_Flowers102Files(str(root), split=s, loader=load_rgb) for s in ("train", "val", "test"))
+    train, val = (_Flowers102Files(str(root), split=s, loader=read_encoded) for s in ("train", "val"))
+    test = _Flowers102Files(str(root), split="test", loader=load_rgb)
     from torch.utils.data import ConcatDataset
 
     classes = [str(i) for i in range(102)]  # the .mat files carry indices only
@@ -217,7 +199,7 @@ def load_stanford_cars_splits(root: Path) -> Splits:
         folder / "cars_test_annos_withlabels.mat",
     ]
     _require(required, "stanford_cars", how)
-    train = StanfordCars(str(root), split="train", loader=load_rgb)
+    train = StanfordCars(str(root), split="train", loader=read_encoded)
     test = StanfordCars(str(root), split="test", loader=load_rgb)
     return Splits(train=train, val=test, test=test, classes=list(train.classes))
 
@@ -229,7 +211,7 @@ def load_imagefolder_splits(root: Path) -> Splits:
         "folders in both (for ImageNet, torchvision.datasets.ImageNet's layout or the usual valprep.sh)."
     )
     _require([root / "train", root / "val"], "imagefolder", how)
-    train, val = (_image_folder(root / split, how) for split in ("train", "val"))
+    train, val = _image_folder(root / "train", read_encoded, how), _image_folder(root / "val", load_rgb, how)
     if val.classes != train.classes:
         extra = sorted(set(val.classes) ^ set(train.classes))
         raise DatasetNotFoundError(
@@ -238,9 +220,9 @@ def load_imagefolder_splits(root: Path) -> Splits:
     return Splits(train=train, val=val, test=val, classes=list(train.classes))
 
 
-def _image_folder(folder: Path, how: str) -> ImageFolder:
+def _image_folder(folder: Path, loader: Callable[[str], object], how: str) -> ImageFolder:
     try:
-        return ImageFolder(str(folder), loader=load_rgb)
+        return ImageFolder(str(folder), loader=loader)
     except FileNotFoundError as err:  # no class folders, or class folders without images
         raise DatasetNotFoundError(f"imagefolder: {folder}: {err}. {how}") from None
 

@@ -1,11 +1,15 @@
-"""albumentations pipelines on uint8 arrays: the papers' train augmentation and the eval crop.
+"""The papers' train augmentation and the eval crop, on uint8 images, ending in uint8 CHW tensors.
 
-The pipelines end in uint8 CHW tensors; `normalize` turns a batch into float on the device it trains on
-(a quarter of the host-to-device bytes of float32, and no per-pixel float work in the loader workers).
+`train_transform` draws its random-resized crop from the image's header before decoding, then decodes
+only what the crop needs (JPEG DCT scaling, lit_effnet/data/decode.py) and runs albumentations steps
+(flip, RandAugment, cutout) on the crop; `eval_transform` is an albumentations pipeline on the decoded
+image. `Normalize` turns a batch into float on the device it trains on (a quarter of the host-to-device
+bytes of float32, and no per-pixel float work in the loader workers).
 """
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import Any, Literal
 
@@ -16,6 +20,15 @@ import torch
 from albumentations.core.transforms_interface import ImageOnlyTransform
 from albumentations.pytorch import ToTensorV2
 
+from lit_effnet.data.decode import (
+    CropBox,
+    EncodedImage,
+    Source,
+    decode_crop,
+    image_shape,
+    read_encoded,
+    sample_crop_box,
+)
 from lit_effnet.data.randaugment import RandAugment
 from lit_effnet.errors import ConfigError
 
@@ -64,6 +77,67 @@ class Cutout(ImageOnlyTransform):
         return ("fraction", "fill")
 
 
+class DecodeCrop:
+    """The train crop of an image source, to size x size uint8 RGB: a random-resized crop (area fraction in
+    `scale`, aspect ratio in `ratio`) or, with `whole`, the whole image.
+
+    The box is drawn from the image's header before any pixel is decoded, by `sample_crop_box`:
+    albumentations' RandomResizedCrop draw for draw, given a generator in the same state. Only then is a
+    JPEG decoded, at the coarsest DCT scale that keeps the box at least `size` pixels on both sides; an
+    array in memory or another format is cropped at full resolution, as RandomResizedCrop would.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        scale: tuple[float, float] = (0.08, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        interpolation: int = cv2.INTER_LINEAR,
+        whole: bool = False,
+    ) -> None:
+        self.size, self.scale, self.ratio = size, tuple(scale), tuple(ratio)
+        self.interpolation, self.whole = interpolation, whole
+
+    def box(self, source: Source, rng: random.Random) -> CropBox:
+        height, width = image_shape(source)
+        if self.whole:
+            return CropBox(0, 0, width, height)
+        return sample_crop_box(rng, height, width, self.scale, self.ratio)
+
+    def __call__(self, source: Source, rng: random.Random) -> np.ndarray:
+        if not isinstance(source, (np.ndarray, EncodedImage, bytes)):
+            source = read_encoded(source)  # read the file once, for its header and its pixels
+        return decode_crop(source, self.box(source, rng), self.size, self.interpolation)
+
+
+class TrainTransform:
+    """An image source (file, `EncodedImage`, bytes or uint8 RGB array) -> the crop -> `steps` -> uint8 CHW tensor.
+
+    Every random draw of a sample, the crop's box first, then the steps' in order, comes from one
+    generator pair seeded with `seed` (`seed` None: fresh entropy). One pair per sample, shared by the
+    steps, instead of albumentations' `Compose.set_random_seed`, which seeds a generator pair per step
+    with the same seed: that costs ~4x the time (the seeding column of `python -m lit_effnet.bench pipeline`)
+    and correlates the steps, since each step's first draw is then the same number (a crop of more than 60%
+    of the image was never flipped).
+    """
+
+    def __init__(self, crop: DecodeCrop, steps: A.Compose) -> None:
+        self.crop, self.steps = crop, steps
+
+    def seeded(self, seed: int | None) -> random.Random:
+        """Seed the sample's generator pair (handed to every step) and return its `random.Random`."""
+        rng, generator = random.Random(seed), np.random.default_rng(seed)
+        # The steps share the pair; the Compose keeps its own, drawn only against its p = 1.
+        for step in self.steps.transforms:
+            step.set_random_state(generator, rng)
+        return rng
+
+    def __call__(self, source: Source, seed: int | None = None) -> torch.Tensor:
+        rng = self.seeded(seed)
+        return self.steps(image=self.crop(source, rng))["image"]
+
+
 def train_transform(
     size: int,
     *,
@@ -75,24 +149,24 @@ def train_transform(
     cutout: float = 0.0,
     cutout_fill: CutoutFill = "grey",
     interpolation: str = "bilinear",
-) -> A.Compose:
+) -> TrainTransform:
     """Random-resized crop to `size` (or the whole image resized: the official fine-tuning), flip,
-    RandAugment at the stage's magnitude, [cutout], to a uint8 CHW tensor.
+    RandAugment at the stage's magnitude, [cutout], to a uint8 CHW tensor: `transform(source, seed)`.
 
-    `cutout` is the side of one square as a fraction of the image (the transfer recipe, facts 5).
+    The crop is `DecodeCrop`, not albumentations' RandomResizedCrop (or Resize): the same boxes from the
+    same draws, but drawn before decoding, so that a JPEG is decoded at reduced scale. `cutout` is the side
+    of one square as a fraction of the image (the transfer recipe, facts 5).
     """
     method = _interpolation(interpolation)
-    if crop == "random_resized":
-        steps = [A.RandomResizedCrop(size=(size, size), scale=tuple(crop_scale), interpolation=method)]
-    else:
-        steps = [A.Resize(size, size, interpolation=method)]
-    if hflip:
-        steps.append(A.HorizontalFlip(p=0.5))
+    if crop not in ("random_resized", "whole"):
+        raise ConfigError(f"data.train_crop must be 'random_resized' or 'whole', got {crop!r}")
+    steps = [A.HorizontalFlip(p=0.5)] if hflip else []
     if randaug_magnitude > 0:
         steps.append(RandAugment(num_ops=randaug_ops, magnitude=randaug_magnitude))
     if cutout > 0:
         steps.append(Cutout(cutout, cutout_fill))
-    return A.Compose([*steps, ToTensorV2()])
+    decode = DecodeCrop(size, scale=tuple(crop_scale), interpolation=method, whole=crop == "whole")
+    return TrainTransform(decode, A.Compose([*steps, ToTensorV2()]))
 
 
 def eval_transform(

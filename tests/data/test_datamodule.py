@@ -1,16 +1,48 @@
+import random
+import re
+from pathlib import Path
+
+import albumentations as A
+import cv2
 import numpy as np
 import pytest
+import sklearn.datasets
 import torch
+from albumentations.pytorch import ToTensorV2
+from PIL import Image
 
-from lit_effnet.data import ImageDataModule
-from lit_effnet.data.datamodule import AugmentedDataset, EpochDistributedSampler, SampleKey
+from lit_effnet.data import ImageDataModule, decode, transforms
+from lit_effnet.data.datamodule import AugmentedDataset, EpochDistributedSampler, SampleKey, sample_seed
 from lit_effnet.data.datasets import ArrayDataset
 from lit_effnet.data.transforms import train_transform
-from lit_effnet.errors import ConfigError
+from lit_effnet.errors import ConfigError, CorruptImageError
 from tests.conftest import tiny_datamodule
 from tests.data.fixtures import write_imagefolder
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (20, 24, 24, 3), dtype=np.uint8)
+PHOTOS = sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))  # china, flower: 640x427
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """An ImageFolder of real photos: 2 classes x 4 JPEGs of 500x375 (ImageNet-like), quality 90."""
+    root = tmp_path_factory.mktemp("photos")
+    rng = np.random.default_rng(0)
+    for photo in PHOTOS:
+        rgb = np.asarray(Image.open(photo).convert("RGB"))
+        for i in range(4):
+            top, left = rng.integers(0, 40), rng.integers(0, 80)
+            window = np.ascontiguousarray(rgb[top : top + 380, left : left + 507])
+            image = cv2.resize(window, (500, 375), interpolation=cv2.INTER_AREA)
+            for split in ("train", "val"):
+                (root / split / photo.stem).mkdir(parents=True, exist_ok=True)
+                Image.fromarray(image).save(root / split / photo.stem / f"{i}.jpg", quality=90)
+    return root
+
+
+def photo_datamodule(root: Path, **kwargs) -> ImageDataModule:
+    defaults = dict(batch_size=4, image_size=64, num_workers=0, randaug_magnitude=9.0, seed=3, crop_scale=(0.08, 1.0))
+    return ImageDataModule("imagefolder", root=str(root), **{**defaults, **kwargs})
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_index():
@@ -94,3 +126,105 @@ def test_unknown_dataset_and_bad_batch_size_name_their_keys():
         ImageDataModule("mnist")
     with pytest.raises(ConfigError, match=r"data\.batch_size"):
         ImageDataModule("digits", batch_size=0)
+
+
+def _reference_box(key: SampleKey, seed: int, shape: tuple[int, int], scale: tuple[float, float]) -> tuple:
+    """albumentations' RandomResizedCrop box for this sample: its first draws from the sample's generator."""
+    crop = A.RandomResizedCrop(size=(64, 64), scale=scale)
+    crop.set_random_state(np.random.default_rng(0), random.Random(sample_seed(seed, key.epoch, key.index)))
+    return tuple(crop.get_params_dependent_on_data({"shape": shape}, {})["crop_coords"])
+
+
+def test_train_loader_crops_the_boxes_and_sizes_of_the_full_resolution_path(photo_folder, monkeypatch):
+    """Through ImageDataModule: every sample's box is albumentations' RandomResizedCrop box for the same
+    (seed, epoch, index) and is resized to the stage's size, however much of the JPEG was decoded."""
+    crops = []
+
+    def recording(source, box, size, interpolation):
+        crops.append((box, size, decode.reduction_for(box, size)))
+        return decode.decode_crop(source, box, size, interpolation)
+
+    monkeypatch.setattr(transforms, "decode_crop", recording)
+    datamodule = photo_datamodule(photo_folder)
+    datamodule.setup("fit")
+    loader = datamodule.train_dataloader()
+    for epoch in range(3):
+        loader.sampler.set_epoch(epoch)
+        keys, start = list(loader.sampler), len(crops)
+        for images, _ in loader:
+            assert images.shape == (4, 3, 64, 64) and images.dtype == torch.uint8
+        assert len(crops) - start == len(keys) == 8
+        for key, (box, size, _) in zip(keys, crops[start:]):
+            assert (box.x0, box.y0, box.x1, box.y1) == _reference_box(key, 3, (375, 500), (0.08, 1.0)) and size == 64
+    assert {k for _, _, k in crops} >= {1, 2}  # reduced decodes among them (1/2, 1/4)
+
+
+def test_train_samples_are_the_full_resolution_path_within_the_decode_bound(photo_folder):
+    """AugmentedDataset against albumentations at full resolution (load_rgb -> RandomResizedCrop -> flip), same
+    draws: identical where no reduction applies, and within tests/data/test_decode.py's bounds where one does."""
+    datamodule = photo_datamodule(photo_folder, randaug_magnitude=None)
+    datamodule.setup("fit")
+    dataset = datamodule.train_dataloader().dataset
+    files = [path for path, _ in datamodule.splits.train.samples]
+    reduced, same = [], 0
+    for size in (128, 300):  # the sizes tests/data/test_decode.py bounds; 300 px of 375 never reduces
+        dataset.transforms = [train_transform(size, crop_scale=(0.08, 1.0))]
+        for epoch in range(4):
+            for index, path in enumerate(files):
+                key = SampleKey(epoch, index)
+                out = dataset[key][0].numpy().astype(np.int16)
+                steps = [A.RandomResizedCrop(size=(size, size), scale=(0.08, 1.0)), A.HorizontalFlip(p=0.5)]
+                reference = A.Compose([*steps, ToTensorV2()])
+                rng, generator = random.Random(sample_seed(3, epoch, index)), np.random.default_rng(0)
+                for step in reference.transforms:
+                    step.set_random_state(generator, rng)
+                expected = reference(image=decode.load_rgb(path))["image"].numpy().astype(np.int16)
+                box = _reference_box(key, 3, (375, 500), (0.08, 1.0))
+                if decode.reduction_for(decode.CropBox(*box), size) == 0:
+                    np.testing.assert_array_equal(out, expected)
+                    same += 1
+                else:
+                    reduced.append(np.abs(out - expected).mean())
+    assert same >= 10 and len(reduced) >= 10
+    # measured: 19 reduced crops, mean |difference| 4.1 grey levels, worst crop 8.2; test_decode's bounds (china)
+    assert np.mean(reduced) <= 9.0 and max(reduced) <= 13.0
+
+
+def test_augmentation_is_the_same_with_any_worker_count_and_after_a_rebuild(photo_folder):
+    def first_batch(datamodule: ImageDataModule) -> tuple[torch.Tensor, torch.Tensor]:
+        loader = datamodule.train_dataloader()
+        return next(iter(loader))
+
+    single = photo_datamodule(photo_folder, num_workers=0, persistent_workers=False)
+    multi = photo_datamodule(photo_folder, num_workers=2, persistent_workers=False)
+    for datamodule in (single, multi):
+        datamodule.setup("fit")
+    images, labels = first_batch(single)
+    other_images, other_labels = first_batch(multi)
+    assert torch.equal(images, other_images) and torch.equal(labels, other_labels)
+    single.hparams.image_size = 48
+    assert first_batch(single)[0].shape[-1] == 48
+    single.hparams.image_size = 64
+    again, _ = first_batch(single)
+    assert single.train_loader_builds == 3 and torch.equal(again, images)
+
+
+def test_a_corrupt_training_file_is_named_or_skipped_by_the_train_transform(photo_folder, tmp_path):
+    """The split only reads the file; its header and pixels are decoded by the train transform, inside the retry."""
+    import shutil
+
+    root = tmp_path / "photos"
+    shutil.copytree(photo_folder, root)
+    bad = root / "train" / "china" / "1.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not a jpeg")
+    datamodule = photo_datamodule(root)
+    datamodule.setup("fit")
+    files = [path for path, _ in datamodule.splits.train.samples]
+    transform = [train_transform(32)]
+    strict = AugmentedDataset(datamodule.splits.train, transform)
+    with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
+        strict[SampleKey(0, files.index(str(bad)))]
+    skipping = AugmentedDataset(datamodule.splits.train, transform, skip_corrupt=True)
+    with pytest.warns(UserWarning, match=r"skipped corrupt image \(1 in this process\): .*1\.jpg"):
+        image, label = skipping[SampleKey(0, files.index(str(bad)))]
+    assert image.shape == (3, 32, 32) and label == datamodule.splits.train.targets[files.index(str(bad)) + 1]

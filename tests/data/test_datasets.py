@@ -1,10 +1,12 @@
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from lit_effnet.data.datasets import DATASETS, load_splits, num_classes_of
+from lit_effnet.data.decode import EncodedImage, image_shape, load_rgb
 from lit_effnet.errors import ConfigError, CorruptImageError, DatasetNotFoundError
 from tests.data.fixtures import (
     write_cifar10,
@@ -50,7 +52,8 @@ def test_flowers102_trains_on_train_plus_val_and_evaluates_on_test(tmp_path):
     # labels are 0-based: image id k has .mat label k % 102 + 1
     assert [splits.train[i][1] for i in range(5)] == [1, 2, 3, 4, 5]
     assert [splits.test[i][1] for i in range(5)] == [6, 7, 8, 9, 10]
-    assert len(splits.classes) == 102 and splits.train[0][0].shape == (30, 40, 3)
+    assert len(splits.classes) == 102 and splits.test[0][0].shape == (30, 40, 3)
+    assert isinstance(splits.train[0][0], EncodedImage) and image_shape(splits.train[0][0]) == (30, 40)
 
 
 def test_stanford_cars_reads_the_devkit(tmp_path):
@@ -66,6 +69,19 @@ def test_imagefolder_reads_class_folders_and_counts_classes_cheaply(tmp_path):
     splits = load_splits("imagefolder", tmp_path)
     assert splits.classes == ["cat", "dog", "eel"] and (len(splits.train), len(splits.val)) == (12, 6)
     assert num_classes_of("imagefolder", tmp_path) == 3
+
+
+@pytest.mark.parametrize("name", ["flowers102", "stanford_cars", "imagefolder"])
+def test_train_splits_of_files_hand_over_the_encoded_file_and_eval_splits_the_decoded_image(tmp_path, name):
+    """The train transform decodes only what its crop needs; evaluation decodes the whole image (load_rgb)."""
+    FIXTURES[name](tmp_path)
+    splits = load_splits(name, tmp_path)
+    encoded, label = splits.train[0]
+    assert isinstance(encoded, EncodedImage) and Path(encoded.path).is_file()
+    assert encoded.data == Path(encoded.path).read_bytes() and isinstance(label, int)
+    decoded = splits.test[0][0]
+    assert isinstance(decoded, np.ndarray) and decoded.dtype == np.uint8 and decoded.shape[2] == 3
+    np.testing.assert_array_equal(load_rgb(encoded), load_rgb(encoded.path))
 
 
 @pytest.mark.parametrize(
@@ -102,13 +118,19 @@ def test_mismatching_imagefolder_classes_are_reported(tmp_path):
 
 def test_a_corrupt_image_names_its_file(tmp_path):
     write_imagefolder(tmp_path)
-    bad = tmp_path / "train" / "dog" / "1.jpg"
+    bad = tmp_path / "val" / "dog" / "1.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
     splits = load_splits("imagefolder", tmp_path)
-    index = next(i for i, (path, _) in enumerate(splits.train.samples) if path == str(bad))
+    index = next(i for i, (path, _) in enumerate(splits.val.samples) if path == str(bad))
     with pytest.raises(CorruptImageError, match=re.escape(str(bad))):
-        splits.train[index]
-    assert Image.open(tmp_path / "train" / "dog" / "0.jpg")  # neighbours still load
+        splits.val[index]
+    assert Image.open(tmp_path / "val" / "dog" / "0.jpg")  # neighbours still load
+    # a train image is read, not decoded, by the split: its header and pixels are read by the train transform
+    (tmp_path / "train" / "dog" / "1.jpg").write_bytes(b"\xff\xd8 truncated")
+    encoded = next(image for image, _ in splits.train if image.path == str(tmp_path / "train" / "dog" / "1.jpg"))
+    for read in (image_shape, load_rgb):
+        with pytest.raises(CorruptImageError, match=re.escape(encoded.path)):
+            read(encoded)
 
 
 def test_unknown_dataset_names_the_key_and_the_registered_choices():

@@ -1,9 +1,15 @@
 """The train and eval pipelines: crops, sizes, cutout and the on-device normalisation, pinned by hand."""
 
+import random
+
+import albumentations as A
+import cv2
 import numpy as np
 import pytest
 import torch
+from albumentations.pytorch import ToTensorV2
 
+from lit_effnet.data.randaugment import RandAugment
 from lit_effnet.data.transforms import Cutout, Normalize, eval_transform, train_transform
 
 RNG = np.random.default_rng(0)
@@ -17,7 +23,7 @@ def coordinates_image(h: int, w: int) -> np.ndarray:
 
 def test_train_and_eval_transforms_give_uint8_tensors_at_their_sizes():
     image = RNG.integers(0, 256, (24, 30, 3), dtype=np.uint8)
-    out = train_transform(16, randaug_magnitude=9)(image=image)["image"]
+    out = train_transform(16, randaug_magnitude=9)(image, seed=0)
     assert out.shape == (3, 16, 16) and out.dtype == torch.uint8
     assert eval_transform(20, crop_pct=0.875)(image=image)["image"].shape == (3, 20, 20)
 
@@ -43,8 +49,61 @@ def test_official_eval_crops_size_over_size_plus_32_below_320_and_resizes_the_wh
 
 def test_whole_image_train_crop_keeps_the_whole_image():
     image = coordinates_image(60, 90)
-    out = train_transform(30, crop="whole", hflip=False, interpolation="nearest")(image=image)["image"]
+    out = train_transform(30, crop="whole", hflip=False, interpolation="nearest")(image, seed=0)
     assert int(out[0, 0, 0]) == 0 and int(out[0, -1, 0]) == 58 and int(out[1, 0, -1]) == 87
+    expected = A.Compose([A.Resize(30, 30, interpolation=cv2.INTER_NEAREST), ToTensorV2()])(image=image)["image"]
+    assert torch.equal(out, expected)
+
+
+def albumentations_reference(size, scale, steps, seed):
+    """The full-resolution pipeline from albumentations' own transforms: RandomResizedCrop, then `steps`, every
+    step drawing from one generator pair seeded with `seed`, in order (what TrainTransform promises)."""
+    crop = A.RandomResizedCrop(size=(size, size), scale=scale, interpolation=cv2.INTER_LINEAR)
+    compose = A.Compose([crop, *steps, ToTensorV2()])
+    rng, generator = random.Random(seed), np.random.default_rng(seed)
+    for step in compose.transforms:
+        step.set_random_state(generator, rng)
+    return compose
+
+
+def test_train_transform_draws_what_albumentations_random_resized_crop_and_steps_draw():
+    """On an array (no decode to reduce) the output equals albumentations' RandomResizedCrop -> flip -> RandAugment
+    -> cutout, bit for bit, with one generator pair per sample shared by the steps."""
+    image = RNG.integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    transform = train_transform(48, randaug_magnitude=9, crop_scale=(0.08, 1.0), cutout=0.3)
+    for seed in range(40):
+        steps = [A.HorizontalFlip(p=0.5), RandAugment(num_ops=2, magnitude=9), Cutout(0.3)]
+        expected = albumentations_reference(48, (0.08, 1.0), steps, seed)(image=image)["image"]
+        assert torch.equal(transform(image, seed), expected)
+        assert torch.equal(transform(image, seed), expected)  # a function of the seed alone
+
+
+def _flipped_and_area(out: torch.Tensor, height: int, width: int) -> tuple[bool, float]:
+    """From a nearest-neighbour crop of `coordinates_image`: was it flipped, and which fraction of the image is it."""
+    rows, cols = out[0, :, 0].int(), out[1, 0, :].int()
+    flipped = bool(cols[0] > cols[-1])
+    return flipped, ((rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1)).item() / (height * width)
+
+
+def test_the_steps_draw_independently_of_the_crop():
+    """albumentations' Compose.set_random_seed gives every step its own generator seeded alike, so the flip's draw
+    was the crop's first draw: no crop of more than 60% of the image was ever flipped. One shared pair fixes it."""
+    height, width = 200, 240
+    image = coordinates_image(height, width)
+    ours = train_transform(32, crop_scale=(0.08, 1.0), interpolation="nearest")
+    old = A.Compose([A.RandomResizedCrop(size=(32, 32), interpolation=cv2.INTER_NEAREST), A.HorizontalFlip(p=0.5)])
+    large, old_large = [], []
+    for seed in range(1500):
+        flipped, area = _flipped_and_area(ours(image, seed), height, width)
+        if area > 0.6:
+            large.append(flipped)
+        old.set_random_seed(seed)
+        old_flipped, old_area = _flipped_and_area(ToTensorV2()(image=old(image=image)["image"])["image"], height, width)
+        if old_area > 0.6:
+            old_large.append(old_flipped)
+    assert len(large) > 250 and len(old_large) > 250
+    assert abs(np.mean(large) - 0.5) < 0.1  # standard error ~0.03
+    assert np.mean(old_large) == 0.0  # the correlation this replaces
 
 
 def test_cutout_is_a_square_of_the_given_side_centred_anywhere_clipped_and_filled():
