@@ -6,8 +6,8 @@
                  the decoders, and the workers a model's rate needs
     progressive  time to a target accuracy on digits: progressive (small -> large) vs fixed large size, same epochs
     stage        seconds to rebuild the train loader (and recompile, with --compile) at a stage boundary
-    quickstart   `train.py --config quickstart` over seeds, progressive and at its last stage's size throughout:
-                 best and last val/acc1 as mean, min and max (the README's figures)
+    seeds        a train.py config over seeds, in named variants (default: the quickstart, progressive and at
+                 its last stage's values throughout): best and last val/acc1 as mean, min and max (README figures)
 
 Every figure in bench/RESULTS.md comes from one of these commands; each prints the machine and torch version.
 """
@@ -646,16 +646,18 @@ def _spread(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} (min {min(values):.4f}, max {max(values):.4f})"
 
 
-def bench_quickstart(args: argparse.Namespace) -> None:
-    """The quickstart over seeds: progressive as configured, and at its last stage's values throughout."""
+def bench_seeds(args: argparse.Namespace) -> None:
+    """A config over seeds, in variants NAME=OVERRIDES (default: progressive as configured, and fixed at its
+    last stage's values throughout): best and last val/acc1 as mean, min and max."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # keep the table readable
-    schedules = {"progressive": [], "fixed": ["--progressive.num_stages", "1"]}
-    print(f"# quickstart: {machine()} | train.py --config {args.config} | seeds {args.seeds}")
-    print("seed  schedule     train s  best val/acc1  (epoch)  last val/acc1")
-    results: dict[str, list[tuple[float, float, float]]] = {key: [] for key in schedules}
+    variants = dict(v.partition("=")[::2] for v in args.variant or ["progressive=", "fixed=--progressive.num_stages 1"])
+    print(f"# seeds: {machine()} | train.py --config {args.config} {' '.join(args.overrides)} | seeds {args.seeds}")
+    print("seed  variant      train s  best val/acc1  (epoch)  last val/acc1")
+    results: dict[str, list[tuple[float, float, float]]] = {key: [] for key in variants}
     for seed in args.seeds:
-        for label, extra in schedules.items():
-            curve = _train_py_curve(["--config", args.config, "--seed_everything", str(seed), *extra, *args.overrides])
+        for label, extra in variants.items():
+            argv = ["--config", args.config, "--seed_everything", str(seed), *extra.split(), *args.overrides]
+            curve = _train_py_curve(argv)
             best = max(curve, key=lambda row: row["val/acc1"])
             last = curve[-1]
             results[label].append((last["elapsed_s"], best["val/acc1"], last["val/acc1"]))
@@ -705,15 +707,16 @@ def main(argv: list[str] | None = None) -> int:
     stage.add_argument("--sizes", type=int, nargs="+", default=[128, 184, 240, 300])
     stage.add_argument("--workers", type=int, default=2)
     stage.add_argument("--compile", action="store_true")
-    quickstart = sub.add_parser("quickstart", help=bench_quickstart.__doc__)
-    quickstart.add_argument("--config", default="quickstart")
-    quickstart.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    quickstart.add_argument("overrides", nargs="*", help="train.py overrides, after --")
+    seeds = sub.add_parser("seeds", help=bench_seeds.__doc__)
+    seeds.add_argument("--config", default="quickstart")
+    seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    seeds.add_argument("--variant", action="append", help='NAME=OVERRIDES, e.g. "scratch=--model.pretrained null"')
+    seeds.add_argument("overrides", nargs="*", help="train.py overrides for every run, after --")
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     commands = {
         "models": bench_models, "pipeline": bench_pipeline, "progressive": bench_progressive, "stage": bench_stage,
-        "quickstart": bench_quickstart,
+        "seeds": bench_seeds,
     }  # fmt: skip
     commands[args.command](args)
     return 0

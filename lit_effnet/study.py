@@ -22,6 +22,7 @@ Without --config the studies use configs/proxy.yaml, the embedded cluttered-digi
 from __future__ import annotations
 
 import argparse
+import copy
 import csv
 import dataclasses
 import json
@@ -76,7 +77,13 @@ class Base:
         self.model_kwargs = dict(cli.model.hparams.model_kwargs or {})
         self.spec = net.spec
         # The resolution the config trains at: its data.image_size, else its progressive schedule's last size.
-        self.resolution = int(schedule_of(cli.config)[-1]["image_size"])
+        # The studies' runs train at one size (--progressive null), so a max_epochs below the config's number
+        # of stages is fine here: the last stage's size does not depend on how the epochs are split.
+        config = copy.deepcopy(cli.config)
+        if config.get("progressive") is not None:
+            stages = config.progressive.init_args.num_stages
+            config.trainer.max_epochs = max(config.trainer.max_epochs or 0, stages)
+        self.resolution = int(schedule_of(config)[-1]["image_size"])
         self.shape = Shape(width=1.0, depth=1.0, resolution=self.resolution)
 
     def kwargs(self, shape: Shape) -> dict[str, Any]:
@@ -215,6 +222,13 @@ def _pyplot():
     return plt
 
 
+def _save(figure, path: Path) -> Path:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    _pyplot().close(figure)
+    return path
+
+
 def _by(results: list[dict[str, Any]], key: str) -> dict[Any, list[dict[str, Any]]]:
     groups: dict[Any, list[dict[str, Any]]] = {}
     for r in results:
@@ -272,19 +286,17 @@ def plot_scaling(out: Path, results: list[dict[str, Any]]) -> Path:
     axis.set_ylabel("val top-1 (mean, min-max over seeds)")
     axis.set_title("compound vs single-dimension scaling at equal FLOPs")
     axis.legend()
-    figure.tight_layout()
-    path = out / "scaling.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, out / "scaling.png")
 
 
 # ------------------------------------------------------------------ grid
 
 
 def grid_runs(base: Base, step: float, tolerance: float, seeds: Sequence[int]) -> list[Run]:
+    """The grid, and the paper's (1.2, 1.1, 1.15) beside it where the step does not land on it."""
+    points = compound_grid(2.0, step=step, max_value=2.0, tolerance=tolerance)
     runs = []
-    for alpha, beta, gamma in compound_grid(2.0, step=step, max_value=2.0, tolerance=tolerance):
+    for alpha, beta, gamma in [*points, *([(ALPHA, BETA, GAMMA)] if (ALPHA, BETA, GAMMA) not in points else [])]:
         shape = compound(base, 1.0, alpha, beta, gamma)
         fields = {"alpha": alpha, "beta": beta, "gamma": gamma, "macs": base.macs(shape), "params": base.params(shape)}
         for seed in seeds:
@@ -305,11 +317,7 @@ def plot_grid(out: Path, results: list[dict[str, Any]]) -> Path:
     axis.set_xlabel("beta (width)")
     axis.set_ylabel("gamma (resolution)")
     axis.set_title("step 1: alpha * beta^2 * gamma^2 ~= 2 at phi = 1")
-    figure.tight_layout()
-    path = out / "grid.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, out / "grid.png")
 
 
 # ------------------------------------------------------------------ progressive
@@ -358,11 +366,7 @@ def plot_progressive(out: Path, results: list[dict[str, Any]]) -> Path:
     by_time.set_ylabel("val top-1 at the eval size (mean over seeds)")
     by_epoch.legend()
     figure.suptitle("progressive learning with and without adaptive regularization (V2 Table 13)")
-    figure.tight_layout()
-    path = out / "progressive.png"
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
-    return path
+    return _save(figure, out / "progressive.png")
 
 
 # ------------------------------------------------------------------ command line

@@ -22,6 +22,7 @@ class RankProbe(L.Callback):
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         self.epochs[-1].setdefault("image_size", int(batch[0].shape[-1]))  # the size the loader built
+        self.epochs[-1].setdefault("sizes", []).append(int(batch[0].shape[-1]))
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.epochs[-1]["val_acc1"] = float(trainer.callback_metrics.get("val/acc1", -1))

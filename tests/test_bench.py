@@ -33,6 +33,23 @@ from lit_effnet.bench import main
         ),
         (["stage", "--sizes", "32", "40", "--workers", "0"], "  40 "),
         (
+            [
+                "seeds",
+                "--seeds",
+                "0",
+                "--variant",
+                "once=--progressive null",
+                "--",
+                "--trainer.max_epochs",
+                "1",
+                "--trainer.limit_train_batches",
+                "2",
+                "--trainer.limit_val_batches",
+                "1",
+            ],
+            "once: best",
+        ),
+        (
             ["progressive", "--seeds", "0", "--epochs", "3", "--start", "32", "--size", "40", "--target", "0.2"],
             "speed-up",
         ),

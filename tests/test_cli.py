@@ -137,6 +137,10 @@ def test_quickstart_trains_checkpoints_and_resumes_into_the_same_version(tmp_pat
     last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=False)
     assert last["epoch"] == 3 and last["global_step"] == 8
     assert not (tmp_path / "checkpoints" / "quickstart" / "version_1").exists()
+    # train.py test evaluates it and leaves the errors' report in the same run folder.
+    assert main(["test", "--config", "quickstart", "--ckpt_path", "last", "--trainer.limit_test_batches", "2"]) == 0
+    rows = (run / "per_class.csv").read_text().splitlines()
+    assert [r.split(",")[0] for r in rows[1:]] == [str(d) for d in range(10)] and (run / "confusion.png").is_file()
 
 
 def test_a_batch_limit_of_1_means_one_batch_not_all_of_them():

@@ -32,6 +32,23 @@ def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and
     assert (tmp_path / "checkpoints/quickstart/version_0/checkpoints/last.ckpt").is_file()
 
 
+def test_random_resize_draws_the_same_size_on_every_rank_at_every_step(tmp_path):
+    probe = json.dumps({"class_path": "tests.ddp_probe.RankProbe", "init_args": {"out": str(tmp_path / "probe")}})
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
+        "--devices", "2", "--trainer.max_epochs", "2", "--progressive.mode", "random_resize",
+        "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
+        "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    sizes = [[size for epoch in rank for size in epoch["sizes"]] for rank in ranks]
+    assert sizes[0] == sizes[1] and len(sizes[0]) == 12  # the same draw at each of the 12 steps
+    assert set(sizes[0]) <= {48, 56, 64} and len(set(sizes[0])) > 1
+
+
 def test_sync_batchnorm_on_cpu_is_a_one_line_error(tmp_path):
     # torch's SyncBatchNorm has no CPU kernel; on GPUs --trainer.sync_batchnorm true converts every BN.
     argv = [

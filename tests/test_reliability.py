@@ -7,12 +7,15 @@ import sys
 import time
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from lit_effnet.callbacks import EMA, AtomicCheckpointIO
+from lit_effnet.callbacks import EMA, AtomicCheckpointIO, ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.cli import PROJECT_ROOT, main
+from tests.callbacks.test_progressive import Recorder
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
@@ -142,9 +145,6 @@ def test_a_checkpoint_of_another_task_names_the_first_tensor_that_does_not_fit(c
 
 
 def test_an_interruption_during_validation_saves_raw_weights_not_ema_ones(tmp_path):
-    import lightning as L
-    from lightning.pytorch.utilities.exceptions import SIGTERMException
-
     class CaptureThenInterrupt(L.Callback):
         """Records raw and EMA weights after the last training step, then SIGTERMs inside validation."""
 
@@ -165,3 +165,40 @@ def test_an_interruption_during_validation_saves_raw_weights_not_ema_ones(tmp_pa
     assert not torch.equal(probe.raw["net.stem.conv.weight"], probe.ema["net.stem.conv.weight"])
     assert all(torch.equal(saved["current_model_state"][k], v) for k, v in probe.raw.items())
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in probe.ema.items())
+
+
+class SigtermAt(L.Callback):
+    """Sends this process a real SIGTERM after one training batch; Lightning stops after that batch."""
+
+    def __init__(self, epoch: int, batch: int):
+        self.at = (epoch, batch)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if (trainer.current_epoch, batch_idx) == self.at:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_a_sigterm_in_the_middle_of_an_epoch_resumes_with_the_stages_dropout_mixup_and_randaugment(tmp_path):
+    # 2 stages over 4 epochs of 4 batches: stage 1 (24 px, dropout 0.3, mixup 0.4, RandAugment 6) from epoch 2.
+    # SIGTERM after batch 1 of epoch 2: the resumed run starts inside stage 1, where a fresh model has dropout
+    # 0.2 (V2-B0's), no mixup, and a first loader that would be built for epoch 0 (16 px, no RandAugment).
+    stages = dict(
+        num_stages=2, image_size=(16, 24), dropout=(0.0, 0.3), mixup_alpha=(0.0, 0.4), randaug_magnitude=(0.0, 6.0)
+    )
+    checkpoint = LastCheckpoint(str(tmp_path / "ckpt"))
+    trainer = fast_trainer(
+        tmp_path, max_epochs=4, limit_train_batches=4, enable_checkpointing=True,
+        callbacks=[ProgressiveLearning(**stages), SigtermAt(epoch=2, batch=1), checkpoint],
+    )  # fmt: skip
+    with pytest.raises(SIGTERMException):
+        trainer.fit(tiny_module(), tiny_datamodule())
+    saved = torch.load(tmp_path / "ckpt" / "last.ckpt", weights_only=False)
+    assert (saved["epoch"], saved["global_step"]) == (2, 10)  # in the middle of epoch 2
+    recorder = Recorder()
+    trainer = fast_trainer(
+        tmp_path, max_epochs=4, limit_train_batches=4, callbacks=[ProgressiveLearning(**stages), recorder]
+    )
+    trainer.fit(tiny_module(), tiny_datamodule(), ckpt_path=tmp_path / "ckpt" / "last.ckpt")
+    assert trainer.global_step == 16
+    # (epoch, size, dropout, mixup, CutMix, RandAugment) of every batch after the resume, the first one included
+    assert recorder.batches == [pytest.approx((epoch, 24, 0.3, 0.4, 0.0, 6.0)) for epoch in (2, 2, 3, 3, 3, 3)]

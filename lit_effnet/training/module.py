@@ -103,7 +103,7 @@ class LitEfficientNet(LightningModule):
         freeze_backbone_steps: int = 0,
         backbone_lr_scale: float = 1.0,
         nonfinite_loss: Literal["stop", "skip", "ignore"] = "stop",
-    ) -> None:
+    ) -> None:  # pragma: no mutate block (mutmut renames it; save_hyperparameters needs a frame named __init__)
         super().__init__()
         if net is not None and (name is not None or pretrained is not None):
             raise ConfigError("LitEfficientNet takes either `net` or `name` (with optional `pretrained`), not both")
@@ -145,11 +145,13 @@ class LitEfficientNet(LightningModule):
         return data_config(self.net)
 
     def classifier(self) -> nn.Module:
-        """The final linear layer(s): ours and torchvision's `classifier`, timm's `get_classifier()`."""
+        """The final layer(s): timm's `get_classifier()`, ours' and torchvision's `classifier` (ResNets': `fc`)."""
         get_classifier = getattr(self.net, "get_classifier", None)
-        head = get_classifier() if callable(get_classifier) else getattr(self.net, "classifier", None)
+        head = get_classifier() if callable(get_classifier) else None
+        head = head if head is not None else getattr(self.net, "classifier", None) or getattr(self.net, "fc", None)
         if not isinstance(head, nn.Module):
-            raise ConfigError(f"{type(self.net).__name__} has no `classifier` or `get_classifier()` to tell its head")
+            name = type(self.net).__name__
+            raise ConfigError(f"{name} has no `classifier`, `fc` or `get_classifier()` to tell its head by")
         return head
 
     # ------------------------------------------------------------------ progressive learning (StagedModel)
@@ -283,7 +285,7 @@ class LitEfficientNet(LightningModule):
             batch = global_batch_size(trainer.world_size, per_device, trainer.accumulate_grad_batches)
             lr = scaled_lr(h.lr_per_256, batch)
         decay = decay_flags(self.net, h.weight_decay_exclude)
-        head_ids = {id(p) for p in self.classifier().parameters()}
+        head_ids = {id(p) for p in self.classifier().parameters()} if h.backbone_lr_scale != 1 else set()
         backbone = [p for p in self.net.parameters() if id(p) not in head_ids]
         head = [p for p in self.net.parameters() if id(p) in head_ids]
         groups = param_groups(backbone, decay, h.weight_decay, lr * h.backbone_lr_scale)

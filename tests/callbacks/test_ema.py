@@ -31,26 +31,30 @@ class LiveWeights(L.Callback):
             self.after_step.append({k: pl_module.state_dict()[k].clone() for k in WATCHED})
 
 
-@pytest.mark.parametrize("warmup", [True, False])
-def test_each_optimizer_step_moves_the_average_by_the_tf_formula_also_with_accumulation(tmp_path, warmup):
+@pytest.mark.parametrize(("warmup", "every"), [(True, 1), (False, 1), (True, 2)])
+def test_each_optimizer_step_moves_the_average_by_the_tf_formula_also_with_accumulation(tmp_path, warmup, every):
     # TF's ExponentialMovingAverage: average = d * average + (1 - d) * live after each optimizer step, with
-    # d = min(decay, (1 + n) / (10 + n)) at update n, starting from the initial weights. With 2 batches
-    # accumulated per step, 6 batches are 3 updates.
+    # d = min(decay, (1 + n) / (10 + n)) at global step n, starting from the initial weights. With 2 batches
+    # accumulated per step, 6 batches are 3 updates; updating every 2nd step, the steps 1 and 3.
     decay, live = 0.8, LiveWeights()
-    ema = EMA(decay=decay, warmup=warmup)
+    ema = EMA(decay=decay, warmup=warmup, update_every_n_steps=every)
     trainer = fast_trainer(
         tmp_path, max_epochs=1, limit_train_batches=6, accumulate_grad_batches=2, callbacks=[ema, live]
     )
     trainer.fit(tiny_module(lr=0.05), tiny_datamodule())
     assert trainer.global_step == 3 and len(live.after_step) == 3
+    updates = [n for n in (1, 2, 3) if (n - 1) % every == 0]
     for key in WATCHED:
         expected = live.initial[key].clone()
-        for n, weights in enumerate(live.after_step, start=1):
+        for n in updates:
             d = min(decay, (1 + n) / (10 + n)) if warmup else decay
-            expected = d * expected + (1 - d) * weights[key]
+            expected = d * expected + (1 - d) * live.after_step[n - 1][key]
         averaged = ema._average_model.module.state_dict()[key]
         torch.testing.assert_close(averaged, expected, rtol=1e-5, atol=1e-7)
         assert not torch.allclose(averaged, live.after_step[-1][key])  # an average, not the live weights
+    assert int(ema._average_model.n_averaged) == len(updates)  # what the checkpoint's averaging state counts
+    # BN's batch counter is copied, not averaged: the 6 training batches of the last update
+    assert int(ema._average_model.module.state_dict()["net.head.bn.num_batches_tracked"]) == 6
 
 
 def _fit(tmp_path, ema, max_epochs=2, ckpt_path=None, dirpath="ckpt"):
@@ -95,6 +99,8 @@ def test_ema_state_survives_save_and_resume(tmp_path):
     assert resumed._latest_update_step == saved["callbacks"]["EMA"]["latest_update_step"]
 
 
-def test_a_decay_outside_0_1_names_the_key():
+@pytest.mark.parametrize("decay", [1.0, -0.01])
+def test_a_decay_outside_0_1_names_the_key(decay):
     with pytest.raises(ConfigError, match=r"ema\.decay"):
-        EMA(decay=1.0)
+        EMA(decay=decay)
+    assert EMA(decay=0.0).decay == 0.0  # 0 is allowed: the live weights themselves

@@ -11,6 +11,7 @@ from torch import nn
 
 from lit_effnet.callbacks import ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.data.randaugment import RandAugment
 from lit_effnet.errors import ConfigError
 from lit_effnet.training import LitEfficientNet
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
@@ -29,8 +30,18 @@ def live_dropouts(net: nn.Module) -> set[float]:
     return rates
 
 
+def loader_randaug(loader) -> float | set[float]:
+    """The RandAugment magnitude of the train loader's augmentation (0: none; a set under random resize)."""
+    magnitudes = set()
+    for transform in loader.dataset.transforms:
+        steps = getattr(transform, "steps", transform)  # the albumentations steps after the crop
+        magnitudes |= {t.magnitude for t in steps.transforms if isinstance(t, RandAugment)} or {0.0}
+    return magnitudes.pop() if len(magnitudes) == 1 else magnitudes
+
+
 class Recorder(L.Callback):
-    """What each training batch really saw: input size, the network's live dropout, the loss's mixup and CutMix."""
+    """What each training batch really saw: input size, the network's live dropout, the loss's mixup and CutMix,
+    the RandAugment magnitude of the loader that built it."""
 
     def __init__(self):
         self.batches, self.builds = [], []
@@ -44,7 +55,7 @@ class Recorder(L.Callback):
         mixing = pl_module.mixing
         self.batches.append(
             (trainer.current_epoch, images.shape[-1], dropout.pop() if len(dropout) == 1 else dropout,
-             mixing.mixup_alpha, mixing.cutmix_alpha)
+             mixing.mixup_alpha, mixing.cutmix_alpha, loader_randaug(trainer.train_dataloader))
         )  # fmt: skip
 
     def per_epoch(self, column):
@@ -74,10 +85,11 @@ def test_each_stage_trains_at_its_size_from_its_first_batch_and_loaders_are_rebu
     assert recorder.builds == [(e, e // 2 + 1) for e in range(8)]  # a new loader at 0, 2, 4 and 6 only
 
 
-def test_dropout_and_mixup_change_on_the_live_model_per_stage(tmp_path):
+def test_dropout_mixup_and_randaugment_change_per_stage_on_the_live_model_and_loader(tmp_path):
     _, recorder = run(tmp_path, max_epochs=4)
     assert recorder.per_epoch(2) == pytest.approx({0: 0.0, 1: 0.1, 2: 0.2, 3: 0.3})
     assert recorder.per_epoch(3) == pytest.approx({0: 0.0, 1: 0.1, 2: 0.2, 3: 0.3})
+    assert recorder.per_epoch(5) == pytest.approx({0: 0.0, 1: 2.0, 2: 4.0, 3: 6.0})
 
 
 def test_stage_values_are_logged_under_their_names_with_the_size_the_loader_built(tmp_path):
@@ -135,6 +147,7 @@ def test_resume_in_the_middle_of_a_stage_continues_the_same_schedule(tmp_path):
     assert min(recorder.per_epoch(1)) == 3  # continues at epoch 3, still stage 1
     assert recorder.per_epoch(1) == {e: SIZES[e // 2] for e in range(3, 8)}
     assert recorder.per_epoch(2)[3] == pytest.approx(0.1)  # stage 1's dropout right after the resume
+    assert recorder.per_epoch(5)[3] == pytest.approx(2.0)  # and its RandAugment
     # After the loader Lightning builds to count the steps (before the checkpoint is restored), new loaders come
     # only at the stage boundaries, epochs 4 and 6.
     builds = [count for _, count in recorder.builds]

@@ -77,6 +77,15 @@ def test_stages_split_the_epochs_into_near_equal_parts():
     assert [row["epochs"] for row in s.describe(350)] == [[0, 87], [88, 174], [175, 262], [263, 349]]
 
 
+def test_describe_gives_each_stage_its_epochs_and_a_step_based_run_an_open_end():
+    two = ProgressiveSchedule(num_stages=2, image_size=(16, 32))
+    assert [row["epochs"] for row in two.describe(4)] == [[0, 1], [2, 3]]
+    one = ProgressiveSchedule(num_stages=1, image_size=(16, 32))
+    assert [row["epochs"] for row in one.describe(1)] == [[0, 0]]
+    for max_epochs in (-1, None):  # step-based (trainer.max_epochs -1): no last epoch
+        assert [row["epochs"] for row in one.describe(max_epochs)] == [[0, None]]
+
+
 def test_one_stage_means_the_targets_throughout_for_both_rules():
     for rule in ("paper", "official"):
         s = ProgressiveSchedule.resolve(V2_L.progressive_ranges(rule), num_stages=1, rule=rule)

@@ -51,7 +51,7 @@ def test_train_and_val_use_disjoint_scans(proxy):
 
 
 def test_the_digit_is_small_on_a_cluttered_canvas(proxy):
-    assert DIGIT_SIZE[1] ** 2 / 64**2 < 0.1  # the largest digit covers under 10% of the canvas
+    assert DIGIT_SIZE[1] ** 2 / 48**2 < 0.12  # the largest digit covers under 12% of the default canvas
     images = proxy[0].astype(np.float32)
     assert images.std(axis=(1, 2, 3)).min() > 5  # a textured photo background, not a flat canvas
     assert (images.max(axis=(1, 2, 3)) >= 150).all()  # every canvas has strokes in bright ink

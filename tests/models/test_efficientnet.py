@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -57,6 +59,32 @@ def test_same_padding_is_asymmetric_only_for_strided_convs():
     assert out[0, 0, 0, 0] == 9 and out[0, 0, -1, -1] == 4
 
 
+def test_weights_start_from_the_official_tf_initialisers():
+    # timm's _init_weight_goog, the official code's: conv N(0, sqrt(2 / fan_out)) with fan_out = k * k * out /
+    # groups; dense U(-1 / sqrt(out), 1 / sqrt(out)); BN gamma 1 and beta 0; biases 0.
+    torch.manual_seed(0)
+    model = create_model("efficientnet_b0", num_classes=1000)
+    stds = {
+        "head 1x1 320 -> 1280": (model.head.conv.weight, math.sqrt(2 / 1280)),
+        "stage 6 depthwise 5x5 of 672": (model.stages[5][0].depthwise.conv.weight, math.sqrt(2 / 25)),
+        "stage 6 SE expand 28 -> 672": (model.stages[5][0].se.expand.weight, math.sqrt(2 / 672)),
+    }
+    for what, (weight, std) in stds.items():
+        assert weight.mean().item() == pytest.approx(0.0, abs=0.05 * std), what
+        assert weight.std().item() == pytest.approx(std, rel=0.03), what
+    linear, bound = model.classifier.weight, 1 / math.sqrt(1000)
+    assert linear.abs().max().item() <= bound and linear.abs().max().item() == pytest.approx(bound, rel=1e-3)
+    assert linear.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.01)  # uniform
+    assert not model.classifier.bias.any() and not model.stages[5][0].se.expand.bias.any()
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(bool((bn.weight == 1).all()) and not bn.bias.any() for bn in bns)
+    reset = create_model("efficientnet_b0", num_classes=10)
+    reset.classifier.weight.data.fill_(5.0)
+    reset.reset_classifier(500)  # a new head gets the same dense initialiser
+    assert reset.classifier.weight.abs().max().item() == pytest.approx(1 / math.sqrt(500), rel=1e-2)
+    assert not reset.classifier.bias.any()
+
+
 def test_set_dropout_and_set_drop_path_change_the_live_module():
     model = create_model("efficientnet_b0", num_classes=2, **TINY)
     model.set_dropout(0.7)
@@ -70,6 +98,21 @@ def test_set_dropout_and_set_drop_path_change_the_live_module():
     assert blocks[0].drop_path.p == 0.0
     assert blocks[-1].drop_path.p == pytest.approx(0.4 * (len(blocks) - 1) / len(blocks))
     assert model.drop_path_rate == 0.4
+
+
+@pytest.mark.parametrize(("name", "kwargs", "blocks"), [
+    ("efficientnet_b0", {}, 16),  # 1 + 2 + 2 + 3 + 3 + 4 + 1 blocks (facts 1)
+    ("efficientnetv2_s", {}, 40),  # 2 + 4 + 4 + 6 + 9 + 15 (facts 2)
+    ("efficientnet_b0", {"depth": 1.1, "drop_path_rate": 0.3}, 23),  # ceil(1.1 r): 2 + 3 + 3 + 4 + 4 + 5 + 2
+])  # fmt: skip
+def test_a_fresh_model_drops_block_k_of_k_at_rate_max_times_k_over_k(name, kwargs, blocks):
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    rate = kwargs.get("drop_path_rate", 0.2)  # facts 4: survival probability 0.8 by default
+    assert [b.drop_path.p for stage in model.stages for b in stage] == pytest.approx(
+        [rate * k / blocks for k in range(blocks)]
+    )
+    assert model.drop_path_rate == rate
 
 
 def test_stochastic_depth_drops_whole_residual_branches_in_training_only():
@@ -89,6 +132,10 @@ def test_reset_classifier_replaces_the_head():
     assert model.num_classes == 7 and model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
     model.reset_classifier(0)
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, model.num_features)
+    with torch.device("meta"):
+        elsewhere = create_model("efficientnet_b0", num_classes=3, **TINY)
+    elsewhere.reset_classifier(5)  # built on the default device, moved to the model's
+    assert elsewhere.classifier.weight.is_meta
 
 
 def test_overrides_reach_every_layer():

@@ -48,24 +48,29 @@ def test_round_repeats_rounds_up(repeats, depth, expected):
 
 def test_compound_scale_at_phi_1_is_the_papers_grid_point_and_doubles_flops():
     scale = compound_scale(1.0)
-    assert (scale.depth, scale.width, scale.resolution) == (1.2, 1.1, 1.15)
+    assert (scale.phi, scale.depth, scale.width, scale.resolution) == (1.0, 1.2, 1.1, 1.15)
     assert scale.flops_factor == pytest.approx(1.92, abs=0.005)  # alpha * beta^2 * gamma^2 ~= 2 (facts 1)
     assert compound_scale(3.0).flops_factor == pytest.approx(scale.flops_factor**3, rel=1e-9)
 
 
-def test_compound_scale_rejects_coefficients_below_one():
+@pytest.mark.parametrize("coefficient", ["alpha", "beta", "gamma"])
+def test_compound_scale_rejects_coefficients_below_one_and_accepts_one(coefficient):
     with pytest.raises(ValueError, match="must be >= 1"):
-        compound_scale(1.0, alpha=0.9)
+        compound_scale(1.0, **{coefficient: 0.9})
+    assert compound_scale(2.0, **{coefficient: 1.0}).flops_factor > 1.0  # the constraint is alpha, beta, gamma >= 1
 
 
-def test_compound_grid_contains_the_papers_coefficients_and_satisfies_the_constraint():
-    grid = compound_grid(2.0, step=0.05, tolerance=0.05)
+def test_compound_grid_by_default_searches_1_to_2_in_steps_of_0_05_for_2x_flops_within_5_percent():
+    grid = compound_grid()  # the paper's step 1: alpha * beta^2 * gamma^2 ~= 2 on a 0.05 grid over [1, 2]
     assert (1.2, 1.1, 1.15) in grid
+    assert grid[0] == (2.0, 1.0, 1.0)  # exactly 2x: the top of the range is searched
+    assert {v for point in grid for v in point} <= {round(1.0 + 0.05 * i, 10) for i in range(21)}
     for alpha, beta, gamma in grid:
-        assert min(alpha, beta, gamma) >= 1.0
         assert abs(alpha * beta**2 * gamma**2 - 2.0) <= 0.1
     errors = [abs(a * b**2 * g**2 - 2.0) for a, b, g in grid]
     assert errors == sorted(errors)
+    # the tolerance is inclusive: with none, only the exact point of {1, 2}^3 is left
+    assert compound_grid(2.0, step=1.0, max_value=2.0, tolerance=0.0) == [(2.0, 1.0, 1.0)]
 
 
 def test_drop_path_rates_rise_linearly_from_zero_over_all_blocks():

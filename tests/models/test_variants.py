@@ -63,3 +63,24 @@ def test_variant_recipe_sizes_and_normalisation_follow_the_tables():
     b3 = create_model("efficientnet_b3", num_classes=2).spec
     assert (b3.train_size, b3.eval_size, b3.dropout, b3.mean) == (300, 300, 0.3, (0.485, 0.456, 0.406))
     assert b3.crop_pct == pytest.approx(0.904)  # TF: resize to 332, crop 300
+
+
+@pytest.mark.parametrize("name", [*list_models(), "efficientnet", "efficientnetv2"])
+def test_every_variant_builds_its_batchnorms_with_the_papers_momentum_and_eps_by_default(name):
+    # facts 4: V1 TF momentum 0.99, i.e. PyTorch 0.01; the V2 code TF 0.9, i.e. PyTorch 0.1; eps 1e-3 for both.
+    with torch.device("meta"):
+        model = create_model(name)
+    expected = (0.01, 1e-3) if model.spec.family == "efficientnet" else (0.1, 1e-3)
+    bns = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert len(bns) > 20 and {(bn.momentum, bn.eps) for bn in bns} == {expected}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_variants_blocks_drop_paths_at_the_rates_of_timms_tf_counterpart(name):
+    # timm's tf_* builders spread drop_path_rate * k / K over the K blocks; ours must match block for block.
+    with torch.device("meta"):
+        ours = create_model(name)
+        theirs = timm.create_model(_timm_name(name), drop_path_rate=ours.spec.drop_path_rate)
+    rates = [block.drop_path.p for stage in ours.stages for block in stage]
+    expected = [getattr(block.drop_path, "drop_prob", 0.0) for stage in theirs.blocks for block in stage]
+    assert rates == pytest.approx(expected) and ours.spec.drop_path_rate == 0.2  # facts 4: survival 0.8
