@@ -37,9 +37,9 @@ from typing import Any
 import torch
 
 from lit_effnet.callbacks.report import read_curve
-from lit_effnet.cli import configured, quiet, schedule_of
+from lit_effnet.cli import configured, one_line, quiet, schedule_of, user_error
 from lit_effnet.cli import main as train_py
-from lit_effnet.errors import ConfigError, LitEffnetError
+from lit_effnet.errors import ConfigError
 from lit_effnet.models import EfficientNet
 from lit_effnet.models.complexity import count_macs, count_params
 from lit_effnet.models.scaling import ALPHA, BETA, GAMMA, compound_grid
@@ -177,7 +177,19 @@ class Study:
         self._result_path(run).write_text(json.dumps(result))
         return result
 
+    def check(self, runs: Sequence[Run]) -> None:
+        """Parses every unfinished run's command line first, so a setting that one run refuses stops the study
+        before it trains the others (each distinct setting once; the seeds do not change what is refused)."""
+        seen: set[tuple[str, ...]] = set()
+        for run in runs:
+            key = tuple(run.overrides[:-2] if run.overrides[-2:-1] == ["--seed_everything"] else run.overrides)
+            if key in seen or self._result_path(run).is_file():
+                continue
+            seen.add(key)
+            schedule_of(configured([*self.config_argv, *run.overrides]).config)
+
     def run_all(self, runs: Sequence[Run]) -> list[dict[str, Any]]:
+        self.check(runs)
         results, spent, trained = [], 0.0, 0
         for k, run in enumerate(runs, start=1):
             done = self._result_path(run)
@@ -421,8 +433,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_table(args.out, results, ["schedule", "seed", "train_s", "acc1", "best_acc1"])
             print(f"[study] {plot_progressive(args.out, results)}")
         print(f"[study] {args.out / 'results.csv'}, {args.out / 'results.md'}")
-    except LitEffnetError as err:
-        print(f"error: {err}", file=sys.stderr)
+    except Exception as err:
+        mistake = user_error(err)  # ours or the command line's, also when jsonargparse wrapped it; a bug raises
+        if mistake is None:
+            raise
+        print(f"error: {one_line(mistake)}", file=sys.stderr)
         return 2
     return 0
 

@@ -167,6 +167,38 @@ def test_an_interruption_during_validation_saves_raw_weights_not_ema_ones(tmp_pa
     assert all(torch.equal(saved["state_dict"][k], v) for k, v in probe.ema.items())
 
 
+def test_an_interruption_during_training_after_a_validation_keeps_the_live_weights_live(tmp_path):
+    class InterruptInSecondEpoch(L.Callback):
+        """Records raw and EMA weights after a training step of epoch 1 (after one validation), then stops."""
+
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.current_epoch == 1:
+                self.raw = {k: v.clone() for k, v in pl_module.state_dict().items()}
+                self.ema = {k: v.clone() for k, v in ema._average_model.module.state_dict().items()}
+                raise SIGTERMException()
+
+    ema, probe = EMA(decay=0.5), InterruptInSecondEpoch()
+    trainer = fast_trainer(
+        tmp_path, max_epochs=3, callbacks=[ema, probe, LastCheckpoint(str(tmp_path))], enable_checkpointing=True
+    )
+    module = tiny_module()
+    with pytest.raises(SIGTERMException):
+        trainer.fit(module, tiny_datamodule())
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in probe.raw.items())  # nothing swapped in
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert all(torch.equal(saved["current_model_state"][k], v) for k, v in probe.raw.items())
+    assert all(torch.equal(saved["state_dict"][k], v) for k, v in probe.ema.items())
+
+
+@pytest.fixture
+def sigterm_reaches_lightning_alone():
+    """A test's own SIGTERM must stop only the Trainer: Lightning also calls the handler it found installed, and
+    a test runner's handler (mutmut's fork server exits 0 on SIGTERM) would end the test session as a pass."""
+    previous = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    signal.signal(signal.SIGTERM, previous)
+
+
 class SigtermAt(L.Callback):
     """Sends this process a real SIGTERM after one training batch; Lightning stops after that batch."""
 
@@ -178,7 +210,9 @@ class SigtermAt(L.Callback):
             os.kill(os.getpid(), signal.SIGTERM)
 
 
-def test_a_sigterm_in_the_middle_of_an_epoch_resumes_with_the_stages_dropout_mixup_and_randaugment(tmp_path):
+def test_a_sigterm_in_the_middle_of_an_epoch_resumes_with_the_stages_dropout_mixup_and_randaugment(
+    tmp_path, sigterm_reaches_lightning_alone
+):
     # 2 stages over 4 epochs of 4 batches: stage 1 (24 px, dropout 0.3, mixup 0.4, RandAugment 6) from epoch 2.
     # SIGTERM after batch 1 of epoch 2: the resumed run starts inside stage 1, where a fresh model has dropout
     # 0.2 (V2-B0's), no mixup, and a first loader that would be built for epoch 0 (16 px, no RandAugment).

@@ -89,3 +89,12 @@ def test_a_killed_progressive_study_started_again_skips_finished_runs_and_comple
     ]  # fmt: skip
     assert all(float(r["train_s"]) > 0 for r in table)
     assert (tmp_path / "p" / "progressive.png").is_file()
+
+
+def test_a_setting_one_run_refuses_stops_the_study_before_any_run_trains(tmp_path, capsys):
+    # 48 -> 56 px in 3 stages of multiples of 8 is 48, 56, 56: fine for stages, refused by the random-resize run
+    argv = ["progressive", "--config", "quickstart", "--out", "p", "--", "--progressive.image_size", "[48, 56]", *TINY]
+    argv[argv.index("--trainer.max_epochs") + 1] = "3"
+    assert main(argv) == 2
+    assert "progressive.mode random_resize draws among the stage sizes" in capsys.readouterr().err
+    assert not list((tmp_path / "p" / "runs").glob("*/**/*.ckpt"))  # nothing trained

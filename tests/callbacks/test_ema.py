@@ -1,3 +1,6 @@
+import copy
+import itertools
+
 import lightning as L
 import pytest
 import torch
@@ -31,7 +34,7 @@ class LiveWeights(L.Callback):
             self.after_step.append({k: pl_module.state_dict()[k].clone() for k in WATCHED})
 
 
-@pytest.mark.parametrize(("warmup", "every"), [(True, 1), (False, 1), (True, 2)])
+@pytest.mark.parametrize(("warmup", "every"), [(True, 1), (False, 1), (True, 2), (True, 3)])
 def test_each_optimizer_step_moves_the_average_by_the_tf_formula_also_with_accumulation(tmp_path, warmup, every):
     # TF's ExponentialMovingAverage: average = d * average + (1 - d) * live after each optimizer step, with
     # d = min(decay, (1 + n) / (10 + n)) at global step n, starting from the initial weights. With 2 batches
@@ -53,8 +56,8 @@ def test_each_optimizer_step_moves_the_average_by_the_tf_formula_also_with_accum
         torch.testing.assert_close(averaged, expected, rtol=1e-5, atol=1e-7)
         assert not torch.allclose(averaged, live.after_step[-1][key])  # an average, not the live weights
     assert int(ema._average_model.n_averaged) == len(updates)  # what the checkpoint's averaging state counts
-    # BN's batch counter is copied, not averaged: the 6 training batches of the last update
-    assert int(ema._average_model.module.state_dict()["net.head.bn.num_batches_tracked"]) == 6
+    # BN's batch counter is copied, not averaged: the training batches (2 per step) up to the last update
+    assert int(ema._average_model.module.state_dict()["net.head.bn.num_batches_tracked"]) == 2 * updates[-1]
 
 
 def _fit(tmp_path, ema, max_epochs=2, ckpt_path=None, dirpath="ckpt"):
@@ -78,6 +81,50 @@ def test_checkpoints_hold_ema_and_raw_weights_and_both_accuracies_are_logged(tmp
     assert ema_state.keys() == raw_state.keys()
     assert not torch.allclose(_flat(ema_state), _flat(raw_state))
     assert {"val/acc1", "val/acc1_raw", "val/acc5_raw", "val/acc1_per_class_raw"} <= set(trainer.callback_metrics)
+
+
+def _top1(net: torch.nn.Module, datamodule, batches: int | None = None) -> float:
+    """Plain top-1 of `net` over the (first) val batches, normalised as the datamodule does on the device."""
+    net.eval()
+    right = total = 0
+    with torch.no_grad():
+        for batch in itertools.islice(datamodule.val_dataloader(), batches):
+            images, targets = datamodule.on_after_batch_transfer(batch, 0)
+            right += int((net(images).argmax(1) == targets).sum())
+            total += len(targets)
+    return right / total
+
+
+class LastWeights(L.Callback):
+    """The live and the EMA weights after the last training batch, i.e. those the last validation scores."""
+
+    def __init__(self, ema: EMA):
+        self.ema = ema
+
+    def on_train_batch_end(self, trainer, pl_module, *args):
+        self.raw = copy.deepcopy(pl_module.state_dict())
+        self.average = copy.deepcopy(self.ema._average_model.module.state_dict())
+
+
+def test_val_acc1_is_the_ema_models_accuracy_and_val_acc1_raw_the_live_models(tmp_path):
+    ema = EMA(decay=0.9, warmup=False)  # lags the live weights enough to score differently
+    probe = LastWeights(ema)
+    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=6, limit_val_batches=1.0, callbacks=[ema, probe])
+    module, datamodule = tiny_module(lr=0.05), tiny_datamodule()
+    trainer.fit(module, datamodule)
+    metrics = trainer.callback_metrics
+    by_hand = {}
+    for name, state in (("raw", probe.raw), ("ema", probe.average)):
+        module.load_state_dict(state)
+        by_hand[name] = _top1(module, datamodule)
+    assert float(metrics["val/acc1_raw"]) == pytest.approx(by_hand["raw"])
+    assert float(metrics["val/acc1"]) == pytest.approx(by_hand["ema"])
+    assert by_hand["raw"] != by_hand["ema"]  # the two are told apart
+
+
+def test_the_defaults_are_the_official_decay_0_9999_with_warmup_on_every_step():
+    ema = EMA()
+    assert (ema.decay, ema.warmup, ema.update_every_n_steps, ema.validate_raw) == (0.9999, True, 1, True)
 
 
 def test_ema_state_survives_save_and_resume(tmp_path):
@@ -104,3 +151,10 @@ def test_a_decay_outside_0_1_names_the_key(decay):
     with pytest.raises(ConfigError, match=r"ema\.decay"):
         EMA(decay=decay)
     assert EMA(decay=0.0).decay == 0.0  # 0 is allowed: the live weights themselves
+
+
+def test_validate_raw_false_scores_only_the_ema_model():
+    trainer = fast_trainer(None, max_epochs=1, callbacks=[EMA(decay=0.9, validate_raw=False)])
+    trainer.fit(tiny_module(), tiny_datamodule())
+    assert "val/acc1" in trainer.callback_metrics
+    assert not any(key.endswith("_raw") for key in trainer.callback_metrics)

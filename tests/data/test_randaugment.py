@@ -8,7 +8,7 @@ from collections import Counter
 import albumentations as A
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 from timm.data import auto_augment as timm_aa
 
 from lit_effnet.data.randaugment import OPS, AugmentParams, RandAugment, contrast, cutout
@@ -281,3 +281,40 @@ def test_init_args_names_match_the_constructor_and_round_trip():
     again = A.from_dict(A.to_dict(augment))
     assert isinstance(again, RandAugment) and again.get_transform_init_args() == augment.get_transform_init_args()
     assert again.p == 0.7
+
+
+def test_the_defaults_are_the_official_two_ops_at_magnitude_10_with_the_official_constants():
+    augment = RandAugment()
+    assert (augment.num_ops, augment.magnitude, augment.translate_const, augment.cutout_const) == (2, 10, 100, 40)
+
+
+def test_cutout_const_and_a_magnitude_below_1_reach_the_drawn_ops():
+    augment = RandAugment(num_ops=2, magnitude=5, cutout_const=10)
+    augment.set_random_seed(0)
+    drawn = [layer for _ in range(400) for layer in layers(augment)]
+    assert {value for name, value, _ in drawn if name == "Cutout"} == {arg("Cutout", 5, AugmentParams(100, 10))}
+    weak = RandAugment(num_ops=2, magnitude=0.5)
+    weak.set_random_seed(0)
+    assert {len(layers(weak)) for _ in range(20)} == {2}  # any magnitude above 0 applies the ops
+
+
+def test_equalize_is_pils_image_ops_equalize_exactly_on_a_full_range_image():
+    rng = np.random.default_rng(11)
+    image = np.clip(rng.normal(90, 60, (40, 50, 3)), 0, 255).astype(np.uint8)  # skewed, 0 and 255 present
+    theirs = np.asarray(ImageOps.equalize(Image.fromarray(image)))
+    np.testing.assert_array_equal(OPS["Equalize"].fn(image, 0.0), theirs)
+
+
+def test_the_pixel_ops_keep_black_black_and_posterize_7_bits_drops_only_the_lowest_bit():
+    black = np.zeros((8, 8, 3), np.uint8)
+    assert not OPS["Sharpness"].fn(black, 0.0).any()  # factor 0: the smoothed image itself
+    assert not OPS["SolarizeAdd"].fn(black, 0.0).any()
+    white = np.full((8, 8, 3), 255, np.uint8)
+    assert (OPS["Posterize"].fn(white, 7) == 254).all()
+
+
+def test_cutout_is_clipped_at_the_left_and_bottom_borders_too():
+    image = np.zeros((100, 120, 3), np.uint8)
+    grey = (cutout(image, 20, (95, 3)) == GREY).all(axis=-1)
+    rows, cols = np.nonzero(grey)
+    assert (rows.min(), rows.max() + 1, cols.min(), cols.max() + 1) == (75, 100, 0, 23)

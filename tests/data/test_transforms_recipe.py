@@ -1,10 +1,11 @@
 """The transforms' exact boxes and fills, pinned by hand where tests/data/test_transforms.py checks sizes."""
 
 import albumentations as A
+import cv2
 import numpy as np
 import pytest
 
-from lit_effnet.data.transforms import CentralFraction, Cutout
+from lit_effnet.data.transforms import CentralFraction, Cutout, eval_transform
 
 
 def coordinates_image(h: int, w: int) -> np.ndarray:
@@ -66,3 +67,32 @@ def test_the_eval_and_cutout_transforms_round_trip_through_albumentations_serial
     again = A.from_dict(A.to_dict(transform))
     assert type(again) is type(transform)
     assert {key: getattr(again, key) for key in settings} == settings
+
+
+def test_a_cutout_whose_side_rounds_to_one_pixel_paints_nothing_by_the_half_side_rule():
+    image = np.zeros((40, 40, 3), np.uint8)
+    assert not Cutout(0.02, "grey").apply(image, center=(20, 20)).any()  # side round(0.8) = 1, half side 0
+    assert painted(Cutout(0.05, "grey").apply(image, center=(20, 20))) == (19, 21, 19, 21)  # side 2: 2 x 2
+
+
+def central_square(image: np.ndarray, side: int) -> np.ndarray:
+    h, w = image.shape[:2]
+    top, left = (h - side) // 2, (w - side) // 2
+    return image[top : top + side, left : left + side]
+
+
+def test_official_eval_is_the_central_size_over_size_plus_32_resized_bicubic_pixel_for_pixel():
+    # 200 x 300: the central int(64 / 96 * 200) = 133 px square (size + 33 would give 131), bicubic to 64 x 64
+    image = np.random.default_rng(3).integers(0, 256, (200, 300, 3), dtype=np.uint8)
+    out = eval_transform(64, crop="official")(image=image)["image"].permute(1, 2, 0).numpy()
+    expected = cv2.resize(central_square(image, 133), (64, 64), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_array_equal(out, expected)
+    out = eval_transform(320, crop="official")(image=image)["image"].permute(1, 2, 0).numpy()
+    np.testing.assert_array_equal(out, cv2.resize(image, (320, 320), interpolation=cv2.INTER_CUBIC))  # no crop
+
+
+def test_center_eval_defaults_to_crop_pct_1_and_bicubic():
+    image = np.random.default_rng(4).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    out = eval_transform(32)(image=image)["image"].permute(1, 2, 0).numpy()
+    resized = cv2.resize(image, (43, 32), interpolation=cv2.INTER_CUBIC)  # short side 48 -> 32, 64 -> 43
+    np.testing.assert_array_equal(out, resized[:, 5:37])  # the central 32 columns

@@ -39,6 +39,7 @@ def test_round_filters_bumps_only_with_the_v1_round_limit():
     # 2.2 * 9 = 19.8 -> 16 loses 19% (> 10%): V1 bumps to 24, V2 (no limit) keeps 16.
     assert round_filters(9, 2.2, round_limit=0.9) == 24
     assert round_filters(9, 2.2, round_limit=0.0) == 16
+    assert round_filters(9, 2.2) == 24 and round_filters(20, 1.0) == 24  # the default is V1's limit, 0.9
 
 
 @pytest.mark.parametrize(("repeats", "depth", "expected"), [(1, 1.1, 2), (3, 1.1, 4), (4, 3.1, 13), (2, 1.0, 2)])

@@ -59,3 +59,37 @@ def test_cutmix_boxes_follow_the_official_rule_side_sqrt_1_minus_area():
     replaced = (mixed != images).float().mean((1, 2, 3))
     assert float(replaced.mean()) == pytest.approx(0.321, abs=0.03)
     assert torch.allclose(1 - replaced, targets[torch.arange(4000), labels], atol=1e-5)
+
+
+def test_each_cutmix_box_is_rows_and_columns_centre_minus_half_to_centre_plus_half_clipped_to_the_image():
+    # The draws by hand, in the order the official code makes them: area ~ Beta(a, a), then the centre row and
+    # column uniformly over the whole image; half side = int(sqrt(1 - area) * size) // 2, clipped at 0 and size.
+    n, h, w = 64, 12, 20
+    np.random.seed(14)
+    area = np.random.beta(0.6, 0.6, n)
+    cy, cx = np.random.randint(0, h, n), np.random.randint(0, w, n)
+    np.random.seed(14)
+    images = torch.zeros(n, 1, h, w)
+    images[: n // 2] = 1.0  # every image differs from its mirror (n - 1 - i)
+    mixed, _ = Mixing(2, cutmix_alpha=0.6)(images, torch.zeros(n, dtype=torch.long))
+    clipped = empty = 0
+    for i in range(n):
+        side = np.sqrt(np.float32(1.0 - area[i]))
+        half_h, half_w = int(np.float32(side * h)) // 2, int(np.float32(side * w)) // 2
+        top, bottom = max(0, cy[i] - half_h), min(h, cy[i] + half_h)
+        left, right = max(0, cx[i] - half_w), min(w, cx[i] + half_w)
+        expected = torch.zeros(h, w, dtype=torch.bool)
+        expected[top:bottom, left:right] = True
+        assert torch.equal(mixed[i, 0] != images[i, 0], expected), i
+        clipped += top == 0 or left == 0
+        empty += bool(half_h == 0 and cy[i] == 0) + bool(half_w == 0 and cx[i] == 0)
+    assert clipped > 5  # boxes cut by the top or left border were among them
+    assert empty >= 2  # and boxes of no height (width) on the first row (column): they replace nothing
+
+
+@pytest.mark.parametrize(("mixup", "cutmix"), [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
+def test_mixed_images_and_targets_keep_the_batchs_dtype(mixup, cutmix):
+    images, labels = batch()
+    np.random.seed(0)
+    mixed, targets = Mixing(C, mixup_alpha=mixup, cutmix_alpha=cutmix)(images.bfloat16(), labels)
+    assert mixed.dtype == targets.dtype == torch.bfloat16  # bf16-true runs: no float32 batch sneaks in

@@ -56,7 +56,26 @@ def test_rmsprop_has_tf_semantics():
     optimizer = build_optimizer("rmsprop_tf", [{"params": params}], lr=0.256)
     assert isinstance(optimizer, RMSpropTF)
     group = optimizer.param_groups[0]
-    assert (group["alpha"], group["momentum"], group["eps"]) == (0.9, 0.9, 1e-3)
+    assert (group["lr"], group["alpha"], group["momentum"], group["eps"]) == (0.256, 0.9, 0.9, 1e-3)
+
+
+@pytest.mark.parametrize(("momentum", "nesterov"), [(0.9, True), (0.0, False)])
+def test_sgd_gets_the_lr_and_momentum_with_nesterov_whenever_there_is_momentum(momentum, nesterov):
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    optimizer = build_optimizer("sgd", [{"params": params}], lr=0.3, momentum=momentum)
+    assert type(optimizer) is torch.optim.SGD and optimizer.param_groups[0]["params"] == params
+    group = optimizer.param_groups[0]
+    assert (group["lr"], group["momentum"], group["nesterov"]) == (0.3, momentum, nesterov)
+
+
+def test_adamw_gets_the_lr():
+    optimizer = build_optimizer("adamw", [{"params": [torch.nn.Parameter(torch.zeros(2))]}], lr=0.004)
+    assert type(optimizer) is torch.optim.AdamW and optimizer.param_groups[0]["lr"] == 0.004
+
+
+def test_the_default_weight_decay_exclusion_is_the_v2_codes_bias_and_norm():
+    model = create_model("efficientnet_b0", num_classes=3, width=0.25, depth=0.25)
+    assert decay_flags(model) == decay_flags(model, "bias_and_norm") != decay_flags(model, "norm")
 
 
 def test_unknown_optimizer_names_the_config_key():
