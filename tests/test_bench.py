@@ -49,9 +49,10 @@ from lit_effnet.bench import main
             ],
             "once: best",
         ),
-        (
+        pytest.param(  # two short training runs of the full digits set: about a minute on 2 cores
             ["progressive", "--seeds", "0", "--epochs", "3", "--start", "32", "--size", "40", "--target", "0.2"],
             "speed-up",
+            marks=pytest.mark.slow,
         ),
     ],
 )

@@ -168,3 +168,20 @@ def test_under_mixup_and_cutmix_the_training_loss_smooths_the_mixed_targets_exac
     assert not torch.allclose(loss.detach(), twice)
     unmixed = F.cross_entropy(module(images), labels, label_smoothing=0.2)
     assert not torch.allclose(loss.detach(), unmixed.detach())
+
+
+def test_weight_decay_exclude_momentum_and_the_heads_decay_reach_the_optimizer():
+    module = tiny_module(
+        optimizer="sgd", lr=0.1, momentum=0.5, weight_decay=2e-5, weight_decay_exclude="norm", backbone_lr_scale=0.1
+    )
+    optimizer, _ = configured(module)
+    assert {g["momentum"] for g in optimizer.param_groups} == {0.5}
+    decay_of = {id(p): group["weight_decay"] for group in optimizer.param_groups for p in group["params"]}
+    for name, param in module.net.named_parameters():  # "norm": biases decayed too, BN spared, the head too
+        assert decay_of[id(param)] == (0.0 if ".bn." in name else 2e-5), name
+
+
+def test_one_batch_per_epoch_is_one_step_per_epoch_for_the_warmup():
+    module = tiny_module(lr=0.1, lr_schedule="constant", warmup_epochs=2)
+    _, scheduler = configured(module, batches_per_epoch=1, total_steps=10)
+    assert [lr_after(scheduler, step) for step in (0, 1, 2)] == pytest.approx([0.05, 0.1, 0.1])

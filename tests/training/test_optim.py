@@ -81,3 +81,13 @@ def test_the_default_weight_decay_exclusion_is_the_v2_codes_bias_and_norm():
 def test_unknown_optimizer_names_the_config_key():
     with pytest.raises(ConfigError, match=r"model.optimizer"):
         build_optimizer("adam", [{"params": [torch.nn.Parameter(torch.zeros(1))]}], lr=0.1)
+
+
+def test_cosine_stays_at_zero_after_the_last_step_and_a_one_step_decay_ends_there():
+    assert lr_multiplier(45, schedule="cosine", warmup_steps=0, total_steps=30) == pytest.approx(0.0, abs=1e-12)
+    assert lr_multiplier(1, schedule="cosine", warmup_steps=0, total_steps=1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_an_unknown_schedule_names_the_config_key():
+    with pytest.raises(ConfigError, match=r"model\.lr_schedule 'linear'"):
+        lr_multiplier(0, schedule="linear", warmup_steps=0, total_steps=10)
