@@ -8,18 +8,24 @@ import sys
 from lit_effnet.cli import PROJECT_ROOT
 
 
-def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and_synced_metrics(tmp_path):
+def two_ranks(tmp_path, *options: str) -> list[list[dict]]:
+    """train.py on the quickstart over 2 CPU processes with `options`; what tests/ddp_probe.py saw on each rank."""
     probe = json.dumps({"class_path": "tests.ddp_probe.RankProbe", "init_args": {"out": str(tmp_path / "probe")}})
     argv = [
         sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
-        "--devices", "2", "--trainer.max_epochs", "4", "--progressive.num_stages", "2",
-        "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
-        "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
+        "--devices", "2", *options, "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
     ]  # fmt: skip
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    return [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+
+
+def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and_synced_metrics(tmp_path):
+    ranks = two_ranks(
+        tmp_path, "--trainer.max_epochs", "4", "--progressive.num_stages", "2",
+        "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "2",
+    )  # fmt: skip
     assert [e["epoch"] for e in ranks[0]] == [e["epoch"] for e in ranks[1]] == [0, 1, 2, 3]
     for epoch0, epoch1 in zip(*ranks):
         assert epoch0["world_size"] == epoch1["world_size"] == 2
@@ -33,17 +39,10 @@ def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and
 
 
 def test_random_resize_draws_the_same_size_on_every_rank_at_every_step(tmp_path):
-    probe = json.dumps({"class_path": "tests.ddp_probe.RankProbe", "init_args": {"out": str(tmp_path / "probe")}})
-    argv = [
-        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
-        "--devices", "2", "--trainer.max_epochs", "2", "--progressive.mode", "random_resize",
+    ranks = two_ranks(
+        tmp_path, "--trainer.max_epochs", "2", "--progressive.mode", "random_resize",
         "--trainer.limit_train_batches", "6", "--trainer.limit_val_batches", "1",
-        "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
-    ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-    ranks = [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    )  # fmt: skip
     sizes = [[size for epoch in rank for size in epoch["sizes"]] for rank in ranks]
     assert sizes[0] == sizes[1] and len(sizes[0]) == 12  # the same draw at each of the 12 steps
     assert set(sizes[0]) <= {48, 56, 64} and len(set(sizes[0])) > 1
