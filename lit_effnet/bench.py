@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
@@ -656,7 +657,7 @@ def bench_seeds(args: argparse.Namespace) -> None:
     results: dict[str, list[tuple[float, float, float]]] = {key: [] for key in variants}
     for seed in args.seeds:
         for label, extra in variants.items():
-            argv = ["--config", args.config, "--seed_everything", str(seed), *extra.split(), *args.overrides]
+            argv = ["--config", args.config, "--seed_everything", str(seed), *shlex.split(extra), *args.overrides]
             curve = _train_py_curve(argv)
             best = max(curve, key=lambda row: row["val/acc1"])
             last = curve[-1]
