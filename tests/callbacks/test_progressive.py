@@ -98,6 +98,57 @@ def test_stage_values_are_logged_under_their_names_with_the_size_the_loader_buil
     assert metrics["train/stage"] == 3 and metrics["train/image_size"] == 40
     assert metrics["train/dropout"] == pytest.approx(0.3) and metrics["train/randaug_magnitude"] == pytest.approx(6.0)
     assert metrics["train/mixup_alpha"] == pytest.approx(0.3) and metrics["train/cutmix_alpha"] == pytest.approx(0.6)
+    # Once per epoch under the plain name (a curve over epochs), not as train/stage_step and train/stage_epoch.
+    for knob in ("stage", "image_size", "dropout", "randaug_magnitude", "mixup_alpha", "cutmix_alpha"):
+        assert f"train/{knob}" in trainer.logged_metrics
+        assert not {f"train/{knob}_step", f"train/{knob}_epoch"} & set(trainer.logged_metrics)
+
+
+class CountsApplyStage(L.Callback):
+    """The batches at which the progressive callback handed the module new stage values."""
+
+    def __init__(self):
+        self.applied_at = []
+
+    def setup(self, trainer, pl_module, stage):
+        apply_stage = pl_module.apply_stage
+
+        def counted(values):
+            self.applied_at.append((trainer.current_epoch, trainer.fit_loop.epoch_loop.batch_progress.current.ready))
+            return apply_stage(values)
+
+        pl_module.apply_stage = counted
+
+
+def test_stage_values_reach_the_module_once_per_stage_at_its_first_batch(tmp_path):
+    counter = CountsApplyStage()
+    run(tmp_path, max_epochs=4, callbacks=[counter])
+    assert counter.applied_at == [(0, 1), (1, 1), (2, 1), (3, 1)]  # epoch, batch (1-based, as Lightning counts)
+
+
+class PlainClassifier(L.LightningModule):
+    """A LightningModule of someone else's: no apply_stage, no check_scheduled, no progressive_ranges."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 10))
+        self.sizes = []
+
+    def training_step(self, batch, batch_idx):
+        images, labels = batch
+        self.sizes.append(images.shape[-1])
+        return nn.functional.cross_entropy(self.net(images.float()), labels)
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.01)
+
+
+def test_a_data_only_schedule_drives_a_plain_lightning_module_without_stage_hooks(tmp_path):
+    module = PlainClassifier()
+    stages = dict(num_stages=2, image_size=(16, 32), dropout=None, randaug_magnitude=None, mixup_alpha=None)
+    trainer = fast_trainer(tmp_path, max_epochs=2, limit_val_batches=0, callbacks=[ProgressiveLearning(**stages)])
+    trainer.fit(module, tiny_datamodule())
+    assert module.sizes == [16, 16, 32, 32]
 
 
 def test_cutmix_alpha_is_scheduled_like_mixup_from_the_first_batch_of_its_stage(tmp_path):

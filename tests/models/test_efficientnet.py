@@ -6,6 +6,8 @@ from torch import nn
 
 from lit_effnet import create_model
 from lit_effnet.models.blocks import FusedMBConv, MBConv
+from lit_effnet.models.efficientnet import EfficientNet
+from lit_effnet.models.factory import resolve_spec
 from lit_effnet.models.layers import Conv2dSame
 
 TINY = {"width": 0.25, "depth": 0.34}
@@ -124,6 +126,22 @@ def test_stochastic_depth_drops_whole_residual_branches_in_training_only():
     torch.testing.assert_close(block(x), x)  # the branch is always dropped
     block.eval()
     assert not torch.allclose(block(x), x)
+
+
+def test_forward_head_with_pre_logits_gives_the_pooled_features_without_dropout_or_classifier():
+    model = create_model("efficientnet_b0", num_classes=4, **TINY).eval()
+    features = model.forward_features(torch.randn(2, 3, 32, 32))
+    pooled = model.forward_head(features, pre_logits=True)
+    torch.testing.assert_close(pooled, features.mean((2, 3)))
+    torch.testing.assert_close(model.forward_head(features), model.classifier(pooled))
+
+
+def test_a_model_has_1000_classes_by_default_and_one_class_is_a_single_logit():
+    # ImageNet's 1000 classes, as torchvision and timm build by default; one class is a valid (binary) head.
+    for default in (create_model("efficientnet_b0", **TINY), EfficientNet(resolve_spec("efficientnet_b0", **TINY))):
+        assert default.num_classes == 1000 and default.classifier.out_features == 1000
+    single = create_model("efficientnet_b0", num_classes=1, **TINY)
+    assert single.num_classes == 1 and single(torch.randn(2, 3, 32, 32)).shape == (2, 1)
 
 
 def test_reset_classifier_replaces_the_head():
