@@ -107,10 +107,11 @@ class LastWeights(L.Callback):
 
 
 def test_val_acc1_is_the_ema_models_accuracy_and_val_acc1_raw_the_live_models(tmp_path):
+    L.seed_everything(0)  # the weights and batches, not what the tests run before left in the generators
     ema = EMA(decay=0.9, warmup=False)  # lags the live weights enough to score differently
     probe = LastWeights(ema)
     trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=6, limit_val_batches=1.0, callbacks=[ema, probe])
-    module, datamodule = tiny_module(lr=0.05), tiny_datamodule()
+    module, datamodule = tiny_module(lr=0.01), tiny_datamodule()  # at 0.05 both often sit at chance
     trainer.fit(module, datamodule)
     metrics = trainer.callback_metrics
     by_hand = {}
@@ -158,3 +159,20 @@ def test_validate_raw_false_scores_only_the_ema_model():
     trainer.fit(tiny_module(), tiny_datamodule())
     assert "val/acc1" in trainer.callback_metrics
     assert not any(key.endswith("_raw") for key in trainer.callback_metrics)
+
+
+def test_an_interruption_before_the_first_validation_leaves_the_live_weights_in_the_module(tmp_path):
+    class StopAtStepTwo(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            if trainer.global_step == 2:
+                self.raw = {k: v.clone() for k, v in pl_module.state_dict().items()}
+                raise RuntimeError("stopped by the test")
+
+    ema, probe = EMA(decay=0.5), StopAtStepTwo()
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=4, callbacks=[ema, probe])
+    module = tiny_module()
+    with pytest.raises(RuntimeError, match="stopped by the test"):
+        trainer.fit(module, tiny_datamodule())
+    assert all(torch.equal(module.state_dict()[k], v) for k, v in probe.raw.items())  # nothing swapped in
+    average = ema._average_model.module.state_dict()
+    assert not all(torch.equal(average[k], v) for k, v in probe.raw.items())  # a swap would have shown

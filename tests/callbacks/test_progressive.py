@@ -1,6 +1,9 @@
 """ProgressiveLearning in real (tiny) runs: what each batch trained with, for ours, timm's and torchvision's nets."""
 
+import contextlib
 import logging
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -157,20 +160,36 @@ def test_cutmix_alpha_is_scheduled_like_mixup_from_the_first_batch_of_its_stage(
     assert recorder.per_epoch(3) == {0: 0.0, 1: 0.0, 2: 0.0, 3: 0.0}  # mixup not scheduled: off
 
 
-def test_each_stage_is_announced_once_on_the_console_with_the_validation_note(tmp_path):
-    lines = []
+@contextlib.contextmanager
+def console_lines() -> Iterator[list[str]]:
+    """The messages Lightning's logger prints to the console while the block runs."""
+    lines: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: lines.append(record.getMessage())
     logger = logging.getLogger("lightning.pytorch")
     logger.addHandler(handler)
     try:
-        run(tmp_path, max_epochs=8)
+        yield lines
     finally:
         logger.removeHandler(handler)
+
+
+def test_each_stage_is_announced_once_on_the_console_with_the_validation_note(tmp_path):
+    with console_lines() as lines:
+        run(tmp_path, max_epochs=8)
     stages = [line for line in lines if line.startswith("progressive learning: stage")]
     assert [line.split(":")[1] for line in stages] == [f" stage {i}/4 from epoch {2 * i - 2}" for i in (1, 2, 3, 4)]
-    assert "image_size 16," in stages[0] and "image_size 40," in stages[3]
-    assert all("expected, not a bug" in line for line in stages[:3]) and "expected" not in stages[3]
+    note = (
+        "; val/acc1 is measured at the eval size with BN statistics of the train size, so it stays low until the"
+        " last stage: expected, not a bug"
+    )
+    assert stages[0].startswith("progressive learning: stage 1/4 from epoch 0: image_size 16, dropout 0, ")
+    assert all(line.endswith(note) for line in stages[:3])
+    # the last stage: STAGES' targets and the network's own CutMix range (0 -> 0), and no note
+    assert stages[3] == (
+        "progressive learning: stage 4/4 from epoch 6: image_size 40, dropout 0.3, randaug_magnitude 6, mixup_alpha 0.3"
+        ", cutmix_alpha 0"
+    )
 
 
 class StopAfterEpoch(L.Callback):
@@ -203,6 +222,80 @@ def test_resume_in_the_middle_of_a_stage_continues_the_same_schedule(tmp_path):
     # only at the stage boundaries, epochs 4 and 6.
     builds = [count for _, count in recorder.builds]
     assert [count - builds[0] for count in builds] == [0, 1, 1, 2, 2]
+
+
+def test_the_callbacks_defaults_are_four_stages_of_the_papers_rule_each_a_block_of_epochs():
+    callback = ProgressiveLearning()
+    assert callback.settings == dict(
+        num_stages=4, rule="paper", mode="stages", image_size=None, dropout=None, drop_path_rate=None,
+        randaug_magnitude=None, mixup_alpha=None, cutmix_alpha=None, size_multiple=8,
+    )  # fmt: skip
+    assert (callback.schedule.num_stages, callback.schedule.mode, callback.seed) == (4, "stages", None)
+
+
+def test_the_callbacks_settings_are_checked_at_construction_and_reach_the_schedule_as_given():
+    with pytest.raises(ConfigError):
+        ProgressiveLearning(num_stages=0)
+    callback = ProgressiveLearning(num_stages=3, image_size=[128, 300], size_multiple=16)
+    assert callback.schedule.image_size == (128, 300)  # a YAML list, held as the pair
+    resolved = callback.resolve(None, max_epochs=6)
+    assert resolved.image_size == (128, 300) and resolved.size_multiple == 16
+
+
+def test_random_resize_draws_with_the_callbacks_seed_else_the_seed_everything_one(monkeypatch):
+    stages = dict(num_stages=3, mode="random_resize", image_size=(16, 32))
+    monkeypatch.setenv("PL_GLOBAL_SEED", "7")  # what L.seed_everything(7) leaves for the callbacks
+    assert ProgressiveLearning(**stages, seed=3).resolve(None, max_epochs=2).seed == 3
+    assert ProgressiveLearning(**stages).resolve(None, max_epochs=2).seed == 7
+    monkeypatch.delenv("PL_GLOBAL_SEED")
+    assert ProgressiveLearning(**stages).resolve(None, max_epochs=2).seed == 0
+
+
+@pytest.mark.parametrize(
+    ("num_stages", "max_epochs", "message"),
+    [
+        (2, None, r"^progressive learning splits trainer\.max_epochs into stages: set trainer\.max_epochs$"),
+        (2, 0, r"^progressive learning splits trainer\.max_epochs into stages: set trainer\.max_epochs$"),
+        (2, 1, r"^trainer\.max_epochs \(1\) must be at least progressive\.num_stages \(2\)$"),
+        (4, 3, r"^trainer\.max_epochs \(3\) must be at least progressive\.num_stages \(4\)$"),
+    ],
+)
+def test_stages_need_max_epochs_and_at_least_one_epoch_each(num_stages, max_epochs, message):
+    with pytest.raises(ConfigError, match=message):
+        ProgressiveLearning(num_stages=num_stages, image_size=(16, 32)).resolve(None, max_epochs)
+
+
+def test_one_stage_or_random_resize_runs_without_max_epochs():
+    assert ProgressiveLearning(num_stages=1, image_size=(16, 32)).resolve(None, None).num_stages == 1
+    random_resize = ProgressiveLearning(num_stages=3, mode="random_resize", image_size=(16, 32))
+    assert random_resize.resolve(None, None).mode == "random_resize"
+
+
+class PlainModule(L.LightningModule):
+    """A LightningModule that cannot take stage values (no apply_stage)."""
+
+
+class PlainData(L.LightningDataModule):
+    """A LightningDataModule that cannot follow a schedule."""
+
+
+@pytest.mark.parametrize(
+    ("stages", "module", "message"),
+    [
+        (dict(dropout=(0.1, 0.3)), PlainModule,
+         "progressive.dropout is scheduled, but PlainModule cannot receive it (use "
+         "lit_effnet.training.LitEfficientNet, which wraps any classifier)"),
+        (dict(image_size=(16, 32)), lambda: tiny_module(model_kwargs={"width": 0.25, "depth": 0.25, "dropout": 0.0}),
+         "progressive.image_size is scheduled, but the data (PlainData) cannot receive it (use "
+         "lit_effnet.data.ImageDataModule)"),
+    ],
+)  # fmt: skip
+def test_a_module_or_data_that_cannot_follow_the_schedule_stops_at_setup_naming_both(stages, module, message):
+    callback = ProgressiveLearning(num_stages=2, **stages)
+    trainer = SimpleNamespace(max_epochs=2, datamodule=PlainData(), accumulate_grad_batches=1)
+    with pytest.raises(ConfigError) as error:
+        callback.setup(trainer, module(), "fit")
+    assert str(error.value) == message
 
 
 def test_too_few_epochs_for_the_stages_fails_before_training(tmp_path):
@@ -278,7 +371,10 @@ def test_a_knob_set_both_in_the_schedule_and_elsewhere_stops_naming_both(tmp_pat
 
 def test_random_resize_draws_a_stage_per_step_with_its_regularization(tmp_path):
     stages = dict(num_stages=3, mode="random_resize", image_size=(16, 32), dropout=(0.0, 0.2), mixup_alpha=(0.0, 0.4))
-    _, recorder = run(tmp_path, max_epochs=2, stages=stages, limit_train_batches=8)
+    with console_lines() as lines:
+        _, recorder = run(tmp_path, max_epochs=2, stages=stages, limit_train_batches=8)
+    announced = [line for line in lines if line.startswith("progressive learning")]
+    assert announced == ["progressive learning: random resize among 16, 24, 32 px, regularization following the size"]
     sizes = [row[1] for row in recorder.batches]
     assert set(sizes) == {16, 24, 32} and len(sizes) == 16  # all three sizes drawn over 16 steps
     by_size = {16: (0.0, 0.0), 24: (0.1, 0.2), 32: (0.2, 0.4)}  # (dropout, mixup) of the stage of that size

@@ -119,3 +119,24 @@ def test_random_resize_draws_are_a_pure_function_of_seed_and_step_and_cover_the_
 def test_random_resize_needs_distinct_sizes():
     with pytest.raises(ConfigError, match="random_resize"):
         ProgressiveSchedule(num_stages=3, mode="random_resize", image_size=(64, 64))
+
+
+def test_bad_settings_stop_with_a_message_naming_the_setting_and_the_value():
+    with pytest.raises(ConfigError, match=r"^progressive\.num_stages must be >= 1, got 0$"):
+        ProgressiveSchedule(num_stages=0)
+    with pytest.raises(ConfigError, match=r"^progressive\.dropout must be \[first, last\], got \[0\.1\]$"):
+        ProgressiveSchedule(dropout=(0.1,))
+    with pytest.raises(ConfigError, match=r"^progressive\.mode random_resize needs progressive\.image_size \(the"):
+        ProgressiveSchedule.resolve(None, mode="random_resize")
+    with pytest.raises(ConfigError, match=r"2 or more distinct sizes .*; got \[16, 16, 18\]$"):
+        ProgressiveSchedule(num_stages=3, mode="random_resize", image_size=(16, 18))  # earlier sizes rounded to 8
+
+
+def test_random_resize_between_two_sizes_is_allowed_and_the_pairs_are_held_as_tuples():
+    schedule = ProgressiveSchedule.resolve(None, num_stages=2, mode="random_resize", image_size=[16, 32])
+    assert schedule.image_size == (16, 32) and [s.image_size for s in schedule.stages()] == [16, 32]
+
+
+def test_epochs_past_max_epochs_stay_in_the_last_stage():
+    schedule = ProgressiveSchedule(num_stages=4, image_size=(16, 40))
+    assert [schedule.stage_at(epoch, 8) for epoch in (7, 8, 12)] == [3, 3, 3]

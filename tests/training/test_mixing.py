@@ -87,6 +87,22 @@ def test_each_cutmix_box_is_rows_and_columns_centre_minus_half_to_centre_plus_ha
     assert empty >= 2  # and boxes of no height (width) on the first row (column): they replace nothing
 
 
+def test_a_box_under_two_pixels_wide_replaces_nothing_however_tall_also_on_the_first_column():
+    # half width = int(side * 2) // 2 = 0 for every side < 1, so each box of a 2-pixel-wide image is empty;
+    # where the centre column is 0 the box's right edge is clipped to 0, not widened to one column.
+    n, h, w = 32, 24, 2
+    np.random.seed(3)
+    area = np.random.beta(1.0, 1.0, n)
+    _, cx = np.random.randint(0, h, n), np.random.randint(0, w, n)
+    half_h = (np.sqrt(1.0 - area) * h).astype(int) // 2
+    assert ((cx == 0) & (half_h > 0)).sum() >= 5  # boxes with height on the first column are among them
+    np.random.seed(3)
+    images = torch.arange(n, dtype=torch.float32).view(n, 1, 1, 1).expand(n, 3, h, w).clone()
+    mixed, targets = Mixing(2, cutmix_alpha=1.0)(images, torch.zeros(n, dtype=torch.long))
+    assert torch.equal(mixed, images)
+    assert torch.equal(targets, torch.tensor([[1.0, 0.0]]).expand(n, 2))  # all of each image kept: label 0 alone
+
+
 @pytest.mark.parametrize(("mixup", "cutmix"), [(0.8, 0.0), (0.0, 1.0), (0.8, 1.0)])
 def test_mixed_images_and_targets_keep_the_batchs_dtype(mixup, cutmix):
     images, labels = batch()
