@@ -178,6 +178,8 @@ def eval_transform(
     side, then resize to size x size; from 320 px the whole image resized to a square, without a crop.
     """
     method = _interpolation(interpolation)
+    if crop not in ("center", "official"):
+        raise ConfigError(f"data.eval_crop must be 'center' or 'official', got {crop!r}")
     if crop == "center":
         steps = [A.SmallestMaxSize(max_size=max(size, round(size / crop_pct)), interpolation=method)]
         steps.append(A.CenterCrop(height=size, width=size))

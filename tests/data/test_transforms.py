@@ -1,6 +1,7 @@
 """The train and eval pipelines: crops, sizes, cutout and the on-device normalisation, pinned by hand."""
 
 import random
+import re
 
 import albumentations as A
 import cv2
@@ -9,8 +10,17 @@ import pytest
 import torch
 from albumentations.pytorch import ToTensorV2
 
+from lit_effnet.data.decode import CropBox
 from lit_effnet.data.randaugment import RandAugment
-from lit_effnet.data.transforms import Cutout, Normalize, eval_transform, train_transform
+from lit_effnet.data.transforms import (
+    Cutout,
+    DecodeCrop,
+    Normalize,
+    TrainTransform,
+    eval_transform,
+    train_transform,
+)
+from lit_effnet.errors import ConfigError
 
 RNG = np.random.default_rng(0)
 
@@ -127,3 +137,63 @@ def test_normalize_is_x_over_255_minus_mean_over_std_per_channel():
     out = Normalize((0.5, 0.5, 0.2), (0.5, 0.25, 0.1))(images)
     assert out.dtype == torch.float32
     assert out.flatten().tolist() == pytest.approx([-1.0, 2.0, 0.0])
+
+
+def test_train_transform_without_flip_never_flips_and_draws_crop_areas_from_crop_scale():
+    height, width = 200, 200
+    image = coordinates_image(height, width)
+    transform = train_transform(16, hflip=False, crop_scale=(0.3, 0.5), interpolation="nearest")
+    areas = []
+    for seed in range(40):
+        flipped, _ = _flipped_and_area(transform(image, seed), height, width)
+        assert not flipped
+        box = transform.crop.box(image, random.Random(seed))
+        areas.append(box.width * box.height / (height * width))
+    assert min(areas) >= 0.29 and max(areas) <= 0.51  # whole-pixel boxes round the drawn area by under 1%
+
+
+def test_train_transform_settings_reach_their_steps():
+    transform = train_transform(16, randaug_magnitude=0.5, randaug_ops=1, cutout=0.25, cutout_fill="noise")
+    flip, randaugment, cutout, to_tensor = transform.steps.transforms
+    assert isinstance(flip, A.HorizontalFlip) and isinstance(to_tensor, ToTensorV2)
+    assert isinstance(randaugment, RandAugment) and (randaugment.num_ops, randaugment.magnitude) == (1, 0.5)
+    assert isinstance(cutout, Cutout) and (cutout.fraction, cutout.fill) == (0.25, "noise")
+    plain = train_transform(16, randaug_magnitude=0, cutout=0)  # magnitude 0 and cutout 0 turn the steps off
+    assert [type(step) for step in plain.steps.transforms] == [A.HorizontalFlip, ToTensorV2]
+
+
+def test_decode_crop_draws_random_resized_boxes_by_default_at_the_given_aspect_ratios():
+    image = np.zeros((200, 300, 3), np.uint8)
+    boxes = {DecodeCrop(32).box(image, random.Random(seed)) for seed in range(20)}
+    assert len(boxes) > 10 and CropBox(0, 0, 300, 200) not in boxes  # not the whole image unless asked
+    for seed in range(20):
+        box = DecodeCrop(32, ratio=(2.0, 2.0)).box(image, random.Random(seed))
+        assert box.width / box.height == pytest.approx(2.0, rel=0.05)
+
+
+def test_every_step_of_a_train_transform_draws_from_the_samples_seed_numpy_ones_too():
+    # GaussNoise draws from the numpy generator of the pair (the shipped steps draw only from `random`).
+    transform = TrainTransform(DecodeCrop(16), A.Compose([A.GaussNoise(p=1.0), ToTensorV2()]))
+    image = RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert torch.equal(transform(image, seed=3), transform(image, seed=3))
+    assert not torch.equal(transform(image, seed=3), transform(image, seed=4))
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: train_transform(16, interpolation="lanczos"),
+            "unknown interpolation 'lanczos'; choose from ['nearest', 'bilinear', 'bicubic']",
+        ),
+        (lambda: eval_transform(16, interpolation="area"), "unknown interpolation 'area'; choose from ['nearest'"),
+        (
+            lambda: train_transform(16, crop="centre"),
+            "data.train_crop must be 'random_resized' or 'whole', got 'centre'",
+        ),
+        (lambda: eval_transform(16, crop="centre"), "data.eval_crop must be 'center' or 'official', got 'centre'"),
+    ],
+)
+def test_bad_transform_settings_name_the_setting_and_the_choices(build, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        build()

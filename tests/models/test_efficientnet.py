@@ -164,6 +164,15 @@ def test_overrides_reach_every_layer():
     assert model.dropout.p == 0.0
 
 
+def test_v2_stem_and_head_round_without_v1s_ten_percent_bump():
+    # width 0.4: 24 channels -> 9.6 -> 8 (automl V2's round_filters); V1's rule loses > 10% there and bumps to 16.
+    with torch.device("meta"):
+        v2 = create_model("efficientnetv2_s", width=0.4, head_channels=24)
+        v1_rounding = create_model("efficientnetv2_s", width=0.4, head_channels=24, round_limit=0.9)
+    assert (v2.stem.conv.out_channels, v2.head.conv.out_channels) == (8, 8)
+    assert (v1_rounding.stem.conv.out_channels, v1_rounding.head.conv.out_channels) == (16, 16)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [

@@ -42,6 +42,12 @@ def test_round_filters_bumps_only_with_the_v1_round_limit():
     assert round_filters(9, 2.2) == 24 and round_filters(20, 1.0) == 24  # the default is V1's limit, 0.9
 
 
+def test_round_filters_bumps_only_when_rounding_loses_more_than_the_limit_not_exactly_the_limit():
+    # 16 -> 12 (divisor 12) keeps exactly 0.75 of the channels: no bump at round_limit 0.75 (TF's strict <).
+    assert round_filters(16, 1.0, divisor=12, round_limit=0.75) == 12
+    assert round_filters(16, 1.0, divisor=12, round_limit=0.76) == 24
+
+
 @pytest.mark.parametrize(("repeats", "depth", "expected"), [(1, 1.1, 2), (3, 1.1, 4), (4, 3.1, 13), (2, 1.0, 2)])
 def test_round_repeats_rounds_up(repeats, depth, expected):
     assert round_repeats(repeats, depth) == expected
