@@ -148,7 +148,8 @@ class LitEfficientNet(LightningModule):
         """The final layer(s): timm's `get_classifier()`, ours' and torchvision's `classifier` (ResNets': `fc`)."""
         get_classifier = getattr(self.net, "get_classifier", None)
         head = get_classifier() if callable(get_classifier) else None
-        head = head if head is not None else getattr(self.net, "classifier", None) or getattr(self.net, "fc", None)
+        for attribute in ("classifier", "fc"):  # `is None`, not `or`: an empty nn.Sequential head is falsy
+            head = getattr(self.net, attribute, None) if head is None else head
         if not isinstance(head, nn.Module):
             name = type(self.net).__name__
             raise ConfigError(f"{name} has no `classifier`, `fc` or `get_classifier()` to tell its head by")

@@ -4,6 +4,7 @@ import lightning as L
 import pytest
 import timm
 import torch
+import torchvision
 from safetensors.torch import save_file
 
 from lit_effnet.callbacks import EMA
@@ -143,3 +144,33 @@ def test_pretrained_on_digits_beats_scratch_on_digit_rotation_with_the_same_budg
     assert trainer.callback_metrics["val/acc1"] > 0.7  # the source task was learnt
     pretrained, scratch = _finetune_accuracy(str(tmp_path / "last.ckpt"), 0), _finetune_accuracy(None, 0)
     assert pretrained >= scratch + 0.03, (pretrained, scratch)
+
+
+class _HeadlessNet(torch.nn.Module):
+    """A network whose head was emptied (features only), beside an `fc` that is not its head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.features = torch.nn.Conv2d(3, 4, 3)
+        self.classifier = torch.nn.Sequential()
+        self.fc = torch.nn.Linear(4, 4)
+
+
+@pytest.mark.parametrize(
+    ("net", "head"),
+    [
+        (lambda: timm.create_model("resnet18", num_classes=4), lambda net: net.fc),  # get_classifier()
+        (lambda: torchvision.models.efficientnet_b0(num_classes=4), lambda net: net.classifier),
+        (lambda: torchvision.models.resnet18(num_classes=4), lambda net: net.fc),
+        (_HeadlessNet, lambda net: net.classifier),  # empty, so falsy: still the head, not `fc`
+    ],
+    ids=["timm", "torchvision-classifier", "torchvision-fc", "empty-classifier"],
+)
+def test_classifier_is_the_networks_own_head(net, head):
+    module = LitEfficientNet(net=net(), num_classes=4, channels_last=False)
+    assert module.classifier() is head(module.net)
+
+
+def test_a_network_without_a_head_is_refused_naming_its_class():
+    with pytest.raises(ConfigError, match=r"^Conv2d has no `classifier`, `fc` or `get_classifier\(\)` to tell"):
+        LitEfficientNet(net=torch.nn.Conv2d(3, 4, 3), num_classes=4, channels_last=False).classifier()
