@@ -147,9 +147,12 @@ class LitEfficientNet(LightningModule):
     def classifier(self) -> nn.Module:
         """The final layer(s): timm's `get_classifier()`, ours' and torchvision's `classifier` (ResNets': `fc`)."""
         get_classifier = getattr(self.net, "get_classifier", None)
-        head = get_classifier() if callable(get_classifier) else None
-        for attribute in ("classifier", "fc"):  # `is None`, not `or`: an empty nn.Sequential head is falsy
-            head = getattr(self.net, attribute, None) if head is None else head
+        found = (
+            get_classifier() if callable(get_classifier) else None,
+            getattr(self.net, "classifier", None),
+            getattr(self.net, "fc", None),
+        )
+        head = next((h for h in found if h is not None), None)  # not `or`: an empty nn.Sequential head is falsy
         if not isinstance(head, nn.Module):
             name = type(self.net).__name__
             raise ConfigError(f"{name} has no `classifier`, `fc` or `get_classifier()` to tell its head by")
