@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-lit-effnet
 # albumentations 2.0.8 checks for updates on import unless told not to.
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test test-slow lint summary clean mutants
+.PHONY: install train test test-slow test-xla chaos lint summary clean mutants
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -26,6 +26,26 @@ test: install
 
 test-slow: install
 	$(PY) -m pytest -m slow
+
+# The TPU path on torch_xla's CPU device (docs/running-long-jobs.md). torch_xla pins its own torch, so it gets a
+# venv of its own (~8 GB), never the project's. Slow (XLA compiles on the CPU): not part of `make test` or CI.
+# torch_xla asks a cloud metadata server for the TPU type unless these two variables say it: nothing here may
+# reach an address outside this machine.
+XLA_VENV ?= .venv-xla
+XLA_STAMP := $(XLA_VENV)/.installed-lit-effnet
+XLA_ENV := PJRT_DEVICE=CPU TPU_SKIP_MDS_QUERY=1 TPU_ACCELERATOR_TYPE=v4-8
+$(XLA_STAMP): pyproject.toml
+	test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(XLA_VENV)/bin/python -m pip install --quiet "torch==2.9.1" "torchvision==0.24.1" "torch_xla==2.9.0" -e ".[dev]"
+	touch $(XLA_STAMP)
+
+test-xla: $(XLA_STAMP)
+	$(XLA_ENV) $(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py -s
+
+# Kill a short run anywhere and resume it, against an uninterrupted one (tests/chaos.py; ~20 min on 2 cores).
+chaos: install
+	$(PY) -m tests.chaos
 
 lint: install
 	$(PY) -m ruff check .
@@ -53,4 +73,4 @@ summary: install
 	$(PY) -m lit_effnet.summary
 
 clean:
-	rm -rf $(VENV) *.egg-info
+	rm -rf $(VENV) $(XLA_VENV) *.egg-info

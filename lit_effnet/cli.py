@@ -18,26 +18,32 @@ On top of LightningCLI this adds only what a config-driven research workflow nee
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import logging
 import os
+import shlex
 import sys
 import warnings
 from collections.abc import Sequence
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 from lightning.pytorch import Trainer
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
-from lightning.pytorch.plugins.io import CheckpointIO
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from lit_effnet.callbacks import EMA, ProgressiveLearning
-from lit_effnet.callbacks.checkpoint import AtomicCheckpointIO, LastCheckpoint, best_checkpoint
+from lit_effnet.callbacks.checkpoint import PREVIOUS_SUFFIX, LastCheckpoint, best_checkpoint, previous_version
 from lit_effnet.callbacks.predictions import TopKPrinter
+from lit_effnet.callbacks.ranks import RankWatch, disable_lightning_process_observer
 from lit_effnet.callbacks.report import ErrorReport
-from lit_effnet.callbacks.seeding import EpochSeeding
+from lit_effnet.callbacks.seeding import BatchSeeding
 from lit_effnet.data import ImageDataModule
 from lit_effnet.errors import CheckpointError, ConfigError, LitEffnetError, refuse_pinned
 from lit_effnet.models import VariantSpec, resolve_spec
@@ -146,11 +152,17 @@ def batch_limits_given(args: Sequence[str]) -> dict[str, Any]:
 
 
 def find_last_checkpoint(root: Path, run_name: str) -> tuple[Path, int] | None:
-    """The newest ROOT/<run>/version_N/checkpoints/last.ckpt and its N, or None."""
+    """The newest ROOT/<run>/version_N/checkpoints/last.ckpt and its N, or None. A folder whose last.ckpt is
+    missing (a kill between the writer's two renames) offers its last.prev.ckpt instead."""
     newest = newest_checkpoint(root / run_name, RUN_LAYOUT)
-    if newest is None:
+    orphan = newest_checkpoint(root / run_name, previous_version(RUN_LAYOUT).as_posix())
+    if orphan is not None and orphan.with_name(Path(RUN_LAYOUT).name).exists():
+        orphan = None
+    candidates = [path for path in (newest, orphan) if path is not None]
+    if not candidates:
         return None
-    return newest, int(newest.parents[1].name.removeprefix("version_"))
+    found = max(candidates, key=lambda path: path.stat().st_mtime)
+    return found, int(found.parents[1].name.removeprefix("version_"))
 
 
 def check_checkpoint(path: str) -> None:
@@ -162,6 +174,88 @@ def check_checkpoint(path: str) -> None:
     missing = [key for key in ("state_dict", "hyper_parameters") if key not in checkpoint]
     if missing:
         raise CheckpointError(f"--ckpt_path {path}: not a lit-effnet checkpoint (no {missing[0]})")
+
+
+def readable_or_previous(path: Path) -> Path:
+    """`path`, or where it cannot be read, the version it replaced (last.prev.ckpt), said in one line."""
+    try:
+        check_checkpoint(str(path))
+        return path
+    except CheckpointError as err:
+        previous = previous_version(path)
+        if path.name.endswith(f"{PREVIOUS_SUFFIX}.ckpt") or not previous.is_file():
+            raise
+        check_checkpoint(str(previous))
+        rank_zero_only(print)(f"warning: {one_line(err)}; resuming from the one before it, {previous}", file=sys.stderr)
+        return previous
+
+
+def check_accelerator(accelerator: Any) -> Any:
+    """The accelerator as the Trainer will resolve it ("tpu" for XLA, also under "auto"); one that this machine
+    lacks is refused in one line (Lightning's own check ends in a traceback, or in a missing-module error)."""
+    from lightning.pytorch.accelerators import CUDAAccelerator, MPSAccelerator, XLAAccelerator
+
+    name = accelerator if isinstance(accelerator, str) else type(accelerator).__name__
+    if isinstance(accelerator, XLAAccelerator) or name in ("tpu", "xla"):
+        if importlib.util.find_spec("torch_xla") is None:
+            raise ConfigError(
+                f"trainer.accelerator {name}: torch_xla is not installed (pip install the torch_xla release "
+                f"that matches torch {torch.__version__}; `make test-xla` builds such an environment)"
+            )
+        if not XLAAccelerator.is_available():
+            raise ConfigError(f"trainer.accelerator {name}: torch_xla finds no TPU on this machine")
+        return "tpu"
+    if name in ("gpu", "cuda") and not CUDAAccelerator.is_available() and not MPSAccelerator.is_available():
+        raise ConfigError(f"trainer.accelerator {name}: no GPU on this machine (torch {torch.__version__} sees none)")
+    if name == "mps" and not MPSAccelerator.is_available():
+        raise ConfigError("trainer.accelerator mps: no Apple GPU (MPS) on this machine")
+    if name == "auto" and XLAAccelerator.is_available():
+        return "tpu"
+    return accelerator
+
+
+def xla_precision(precision: Any) -> Any:
+    """What XLA runs for a precision: Lightning's XLA plugin has 32-true, 16-true and bf16-true, no autocast.
+
+    The configs' bf16-mixed becomes 32-true, said in one line: weights, optimizer and EMA state stay float32 (in
+    bf16-true an EMA step of (1 - 0.9999) x difference rounds away), and TPU matrix units multiply in bfloat16 at
+    torch_xla's default matmul precision, which is what bf16 autocast buys on a GPU.
+    """
+    if str(precision) in ("bf16-mixed", "16-mixed", "bf16", "16"):
+        rank_zero_info(
+            f"precision {precision}: XLA has no autocast in Lightning; training in 32-true (float32 weights and "
+            "state; on TPUs the matrix units multiply in bfloat16 by default). --precision bf16-true stores the "
+            "weights in bfloat16 instead"
+        )
+        return "32-true"
+    return precision
+
+
+def set_collective_timeout(trainer: Trainer, minutes: float | None) -> None:
+    """The DDP process group's timeout: how long a collective waits for a dead or stuck peer on another machine
+    (on this machine RankWatch notices within a second). Lightning takes it only as a DDPStrategy argument, which
+    a config that names no strategy cannot give."""
+    from lightning.pytorch.strategies import DDPStrategy
+
+    if minutes is None:
+        return
+    if minutes <= 0:
+        raise ConfigError(f"collective_timeout must be > 0 minutes, got {minutes}")
+    if isinstance(trainer.strategy, DDPStrategy):
+        trainer.strategy._timeout = timedelta(minutes=minutes)
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """The command line that resumes this run: the same options, with --ckpt_path last."""
+    args, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--ckpt_path":
+            skip = True
+        elif not arg.startswith("--ckpt_path="):
+            args.append(arg)
+    return shlex.join(["python", "train.py", *args, "--ckpt_path", "last"])
 
 
 class EffNetCLI(LightningCLI):
@@ -178,6 +272,11 @@ class EffNetCLI(LightningCLI):
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_lightning_class_args(ProgressiveLearning, "progressive", subclass_mode=True, required=False)
         parser.add_lightning_class_args(EMA, "ema", subclass_mode=True, required=False)
+        parser.add_lightning_class_args(LastCheckpoint, "checkpoint")
+        parser.add_argument(
+            "--collective_timeout", type=float | None, default=None,
+            help="minutes a DDP collective waits for a peer before the run fails (torch's default: 30)",
+        )  # fmt: skip
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
         parser.add_argument("--print_schedule", action="store_true", help="print the progressive schedule and exit")
         logger = {"class_path": "lightning.pytorch.loggers.TensorBoardLogger", "init_args": {"save_dir": DEFAULT_ROOT}}
@@ -194,7 +293,7 @@ class EffNetCLI(LightningCLI):
             found = find_last_checkpoint(root, self.run_name)
             if found is None and config.ckpt_path == "last":
                 raise CheckpointError(f"--ckpt_path last: no {root}/{self.run_name}/{RUN_LAYOUT} to resume from")
-            config.ckpt_path, version = (str(found[0]), found[1]) if found else (None, None)
+            config.ckpt_path, version = (str(readable_or_previous(found[0])), found[1]) if found else (None, None)
         if config.get("ckpt_path"):
             check_checkpoint(config.ckpt_path)
         logger = config.trainer.logger
@@ -219,14 +318,24 @@ class EffNetCLI(LightningCLI):
     def _instantiate_trainer(self, config: dict, callbacks: list) -> Trainer:
         # An optional callback group set to null (`ema: null`) must not reach the Trainer as None.
         callbacks = [callback for callback in callbacks if callback is not None]
-        plugins = config.get("plugins") or []
-        plugins = plugins if isinstance(plugins, list) else [plugins]
-        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
-            config["plugins"] = [*plugins, AtomicCheckpointIO()]  # no truncated last.ckpt after a crash
         config.update(self.batch_counts)
         # The run's folder also receives Lightning's SLURM requeue checkpoints (hpc_ckpt_N.ckpt).
         config["default_root_dir"] = str(self.run_dir)
-        trainer = super()._instantiate_trainer(config, callbacks)
+        accelerator = check_accelerator(config.get("accelerator", "auto"))
+        if accelerator == "tpu":
+            config["precision"] = xla_precision(config.get("precision"))
+        disable_lightning_process_observer()  # RankWatch reports a dead rank instead (callbacks/ranks.py)
+        try:
+            trainer = super()._instantiate_trainer(config, callbacks)
+        except (MisconfigurationException, ValueError) as err:  # Lightning's word on a device count, a strategy...
+            if isinstance(err, LitEffnetError):
+                raise
+            raise ConfigError(f"trainer: {one_line(err)}") from None
+        set_collective_timeout(trainer, self.config.get(self.subcommand, self.config).get("collective_timeout"))
+        # The `checkpoint` group's LastCheckpoint after best_checkpoint(): Lightning's `checkpoint_callback` (and
+        # with it ckpt_path="best") is the first ModelCheckpoint.
+        last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+        trainer.callbacks = [c for c in trainer.callbacks if not isinstance(c, LastCheckpoint)] + last
         if config.get("sync_batchnorm") and trainer.strategy.root_device.type != "cuda":
             # torch's SyncBatchNorm has no CPU kernel: say so now rather than as a traceback in the first step.
             raise ConfigError("trainer.sync_batchnorm: SyncBatchNorm layers only work with GPU modules (CUDA)")
@@ -281,6 +390,12 @@ def schedule_of(config: Any) -> list[dict[str, Any]]:
     return [{k: own[k] if v is None else v for k, v in row.items()} for row in schedule.describe(max_epochs)]
 
 
+def run_callbacks(argv: Sequence[str]) -> list:
+    """What every run has besides the config's groups: the best checkpoint (first, so Lightning's ckpt_path="best"
+    finds it), per-batch seeding, the predictions' printer, and the dead-rank watch with this run's resume command."""
+    return [best_checkpoint(), BatchSeeding(), TopKPrinter(), RankWatch(resume_command(argv))]
+
+
 def configured(argv: Sequence[str]) -> EffNetCLI:
     """The model, data and trainer a `train.py fit` command line would build, without running anything."""
     args, run_name = rewrite_argv(argv)
@@ -291,6 +406,7 @@ def configured(argv: Sequence[str]) -> EffNetCLI:
         run=False,
         run_name=run_name,
         seed_everything_default=0,
+        trainer_defaults={"callbacks": run_callbacks(argv)},
         parser_kwargs={"exit_on_error": False},
         load_from_checkpoint_support=False,
     )
@@ -380,7 +496,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args=args,
             run_name=run_name,
             seed_everything_default=0,
-            trainer_defaults={"callbacks": [best_checkpoint(), LastCheckpoint(), EpochSeeding(), TopKPrinter()]},
+            trainer_defaults={"callbacks": run_callbacks(argv)},
             save_config_kwargs={"overwrite": True},
             # Hyperparameters as LitEfficientNet saves them (after --pretrained: the architecture the weights fix,
             # not the path), so load_from_checkpoint and a resume rebuild the model without the weights file.

@@ -6,13 +6,23 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from lit_effnet.cli import PROJECT_ROOT, find_last_checkpoint, main, rewrite_argv
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.cli import (
+    PROJECT_ROOT,
+    configured,
+    find_last_checkpoint,
+    main,
+    resume_command,
+    rewrite_argv,
+    xla_precision,
+)
 from lit_effnet.errors import ConfigError
 from tests.data.fixtures import write_imagefolder
 
@@ -106,6 +116,14 @@ def test_print_schedule_prints_one_json_object_per_stage_and_one_without_stages(
         (["--config", "quickstart", "--data.image_size", "32"], "data.image_size is set"),
         (["--config", "quickstart", "--progressive.mode", "random_resize", "--progressive.image_size", "[64, 64]"],
          "random_resize"),
+        # hardware this machine (and CI) lacks: no torch_xla in the project's venv, no GPU
+        (["--config", "quickstart", "--accelerator", "tpu", "--devices", "8"],
+         "trainer.accelerator tpu: torch_xla is not installed"),
+        (["--config", "quickstart", "--accelerator", "gpu"], "trainer.accelerator gpu: no GPU on this machine"),
+        (["--config", "quickstart", "--accelerator", "cuda"], "trainer.accelerator cuda: no GPU on this machine"),
+        (["--config", "quickstart", "--devices", "3", "--strategy", "fsdp2_nonsense"], "trainer: "),
+        (["--config", "quickstart", "--checkpoint.every_n_train_steps", "-5"], "checkpoint.every_n_train_steps"),
+        (["--config", "quickstart", "--collective_timeout", "0"], "collective_timeout must be > 0"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_line_naming_the_culprit_and_exit_2(capsys, argv, culprit):
@@ -234,3 +252,31 @@ def test_train_py_exits_2_without_traceback(tmp_path):
 def test_config_errors_from_the_command_line_helpers_are_config_errors():
     with pytest.raises(ConfigError, match="--config needs a value"):
         rewrite_argv(["--config"])
+
+
+def test_the_resume_command_is_the_runs_own_with_ckpt_path_last():
+    assert resume_command(["--config", "v2_l", "--devices", "8", "--ckpt_path", "x.ckpt"]) == (
+        "python train.py --config v2_l --devices 8 --ckpt_path last"
+    )
+    assert resume_command(["--config=quickstart", "--ckpt_path=auto", "--data.root", "my data"]) == (
+        "python train.py --config=quickstart --data.root 'my data' --ckpt_path last"
+    )
+
+
+def test_the_checkpoint_group_and_the_collective_timeout_reach_the_trainer():
+    cli = configured(
+        ["--config", "quickstart", "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp",
+         "--checkpoint.every_n_train_steps", "7", "--checkpoint.train_time_interval", "2.5",
+         "--collective_timeout", "3"]
+    )  # fmt: skip
+    trainer = cli.trainer
+    last = [c for c in trainer.callbacks if isinstance(c, LastCheckpoint)]
+    assert len(last) == 1 and (last[0].save_every_n_steps, last[0].save_every_s) == (7, 150.0)
+    assert trainer.checkpoint_callback.monitor == "val/acc1"  # best_checkpoint() stays the first: ckpt_path="best"
+    assert trainer.strategy._timeout == timedelta(minutes=3)
+
+
+def test_xla_trains_bf16_mixed_configs_in_32_true_and_keeps_what_it_supports(caplog):
+    assert xla_precision("bf16-mixed") == "32-true"
+    assert "precision bf16-mixed: XLA has no autocast in Lightning; training in 32-true" in caplog.text
+    assert [xla_precision(p) for p in ("32-true", "bf16-true", "16-true")] == ["32-true", "bf16-true", "16-true"]

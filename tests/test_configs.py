@@ -4,11 +4,13 @@ import json
 import os
 import subprocess
 import sys
+from datetime import timedelta
 
 import pytest
 import torch
 
-from lit_effnet.cli import PROJECT_ROOT, main
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.cli import PROJECT_ROOT, configured, main
 from lit_effnet.models import VARIANTS
 from tests.data.fixtures import write_imagefolder
 
@@ -139,3 +141,13 @@ def test_cifar10_transfer_config_fine_tunes_timm_weights_from_the_command_line(t
     assert group["initial_lr"] == pytest.approx(0.001 * 4 / 512)
     schedule = last["lr_schedulers"][0]
     assert schedule["last_epoch"] == 3 and schedule["_last_lr"][0] == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("config", ["b0", "v2_s"])
+def test_the_imagenet_configs_checkpoint_every_5_minutes_and_wait_10_for_a_peer(config, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_imagefolder(tmp_path / "data" / "imagenet", per_class=2)
+    cli = configured(["--config", config, "--accelerator", "cpu", "--devices", "2", "--precision", "32-true"])
+    last = [c for c in cli.trainer.callbacks if isinstance(c, LastCheckpoint)]
+    assert [(c.save_every_n_steps, c.save_every_s) for c in last] == [(0, 300.0)]
+    assert cli.trainer.strategy._timeout == timedelta(minutes=10)

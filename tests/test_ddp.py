@@ -2,8 +2,12 @@
 
 import json
 import os
+import shlex
 import subprocess
 import sys
+import time
+
+import torch
 
 from lit_effnet.cli import PROJECT_ROOT
 
@@ -58,3 +62,33 @@ def test_sync_batchnorm_on_cpu_is_a_one_line_error(tmp_path):
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "error: trainer.sync_batchnorm: SyncBatchNorm layers only work with GPU modules" in result.stderr
+
+
+def test_a_dead_rank_ends_the_run_in_one_line_naming_it_the_last_checkpoint_and_the_resume_command(tmp_path):
+    # Rank 1 is SIGKILLed when step 5 starts, after the step-4 checkpoint; rank 0 would wait in the next gradient
+    # all-reduce (gloo: a traceback some seconds later; NCCL: torch's 30 minutes).
+    stamp = tmp_path / "killed_at"
+    killer = json.dumps(
+        {"class_path": "tests.kill_probe.SigkillAt", "init_args": {"step": 4, "rank": 1, "stamp": str(stamp)}}
+    )
+    options = [
+        "--config", "quickstart", "--accelerator", "cpu", "--devices", "2", "--trainer.max_epochs", "3",
+        "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1", "--checkpoint.every_n_train_steps",
+        "2", "--trainer.enable_progress_bar", "false",
+    ]  # fmt: skip
+    argv = [sys.executable, str(PROJECT_ROOT / "train.py"), *options, f"--trainer.callbacks+={killer}"]
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    stopped = time.time()
+    assert result.returncode == 3, result.stderr[-3000:]
+    assert stopped - float(stamp.read_text()) < 60
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    last = "checkpoints/quickstart/version_0/checkpoints/last.ckpt"
+    assert errors == [
+        f"error: rank 1 (pid {errors[0].split('pid ')[1].split(')')[0]}) was killed by SIGKILL: the run stopped on "
+        f"every rank; last checkpoint {last} (epoch 1, step 4); resume: python train.py {' '.join(options)} "
+        f"{shlex.quote(f'--trainer.callbacks+={killer}')} --ckpt_path last"
+    ], result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert torch.load(tmp_path / last, weights_only=False)["global_step"] == 4  # whole, and not rewritten after
+    assert [p.name for p in (tmp_path / last).parent.iterdir() if p.name.startswith(".")] == []

@@ -1,5 +1,6 @@
 """Kills, signals, NaNs and bad files: a run is never silently lost and never trains on garbage."""
 
+import json
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ import torch
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_effnet.callbacks import EMA, AtomicCheckpointIO, ProgressiveLearning
-from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint, previous_version
 from lit_effnet.cli import PROJECT_ROOT, main
 from tests.callbacks.test_progressive import Recorder
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
@@ -33,7 +34,7 @@ def _in_tmp(tmp_path, monkeypatch):
 
 
 def start_training(*extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -53,22 +54,31 @@ def _weights(path: Path) -> dict:
     return {**checkpoint["state_dict"], **{"raw." + k: v for k, v in checkpoint["current_model_state"].items()}}
 
 
-def test_sigkill_after_the_first_checkpoint_then_resume_ends_with_the_uninterrupted_weights(tmp_path, monkeypatch):
-    # The reference: the same 4 epochs without interruption. (Without EpochSeeding the weights differ.)
+def test_a_sigkill_in_the_middle_of_an_epoch_resumes_from_its_step_checkpoint_to_the_uninterrupted_weights(
+    tmp_path, monkeypatch, capsys
+):
+    # last.ckpt every 3 steps as well as every epoch: the reference runs the 4 epochs of 4 steps uninterrupted.
+    run = [*RUN, "--checkpoint.every_n_train_steps", "3"]
     (tmp_path / "reference").mkdir()
     monkeypatch.chdir(tmp_path / "reference")
-    assert main(RUN) == 0
+    assert main(run) == 0
     reference = _weights(LAST)
-    # Killed (no chance to save anything) as soon as epoch 0's last.ckpt exists, then resumed.
+    # SIGKILLed when step 7 starts (epoch 1, batch 2, after the step-6 checkpoint), then resumed.
     (tmp_path / "killed").mkdir()
     monkeypatch.chdir(tmp_path / "killed")
-    process = start_training()
-    wait_for(LAST, process)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    first = torch.load(LAST, weights_only=False)  # never truncated: written atomically
-    assert first["epoch"] in (0, 1, 2)
-    assert main([*RUN, "--ckpt_path", "last"]) == 0
+    killer = json.dumps({"class_path": "tests.kill_probe.SigkillAt", "init_args": {"step": 6}})
+    process = start_training("--checkpoint.every_n_train_steps", "3", f"--trainer.callbacks+={killer}")
+    assert process.wait(timeout=300) == -signal.SIGKILL, process.stdout.read()
+    first = torch.load(LAST, weights_only=False)
+    assert (first["epoch"], first["global_step"]) == (1, 6)  # in the middle of epoch 1
+    assert first["loops"]["fit_loop"]["state_dict"]["combined_loader"] == [{"epoch": 1, "batches": 2}]
+    # And the newest file turns out unreadable: the resume takes the one before it (step 4), and says so.
+    LAST.write_bytes(LAST.read_bytes()[:1000])
+    assert torch.load(previous_version(LAST), weights_only=False)["global_step"] == 4
+    assert main([*run, "--ckpt_path", "last"]) == 0
+    warning = capsys.readouterr().err
+    assert f"warning: --ckpt_path {LAST}: not a readable checkpoint" in warning
+    assert f"; resuming from the one before it, {previous_version(LAST)}" in warning
     resumed = torch.load(LAST, weights_only=False)
     assert (resumed["epoch"], resumed["global_step"]) == (3, 16)  # schedule and step count continued
     assert any(key.startswith("EMA") for key in resumed["callbacks"])  # the EMA state travelled with it

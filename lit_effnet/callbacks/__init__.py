@@ -6,12 +6,12 @@ from lit_effnet.callbacks.freeze import FreezeBackbone
 from lit_effnet.callbacks.nonfinite import NonFiniteLossGuard
 from lit_effnet.callbacks.predictions import TopKPrinter
 from lit_effnet.callbacks.progressive import ProgressiveLearning
-from lit_effnet.callbacks.seeding import EpochSeeding
+from lit_effnet.callbacks.seeding import BatchSeeding
 
 __all__ = [
     "EMA",
     "AtomicCheckpointIO",
-    "EpochSeeding",
+    "BatchSeeding",
     "FreezeBackbone",
     "LastCheckpoint",
     "NonFiniteLossGuard",

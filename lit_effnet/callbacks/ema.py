@@ -85,7 +85,9 @@ class EMA(WeightAveraging):
         ema_float, live_float, ema_counters, live_counters = self._pairs
         torch._foreach_lerp_(ema_float, live_float, 1.0 - self._decay_now)
         if ema_counters:
-            torch._foreach_copy_(ema_counters, live_counters)
+            # Copies, not the live tensors: on XLA a plain copy_ leaves the average sharing the live counters'
+            # device buffers, which the next step can then not update in place (a graph of its own).
+            torch._foreach_copy_(ema_counters, torch._foreach_add(live_counters, 0))
         self._average_model.n_averaged += 1  # on the device, for the checkpoint's averaging_state
 
     # -------------------------------------------------- the raw model's validation accuracy

@@ -1,6 +1,8 @@
-"""Stop (or skip the step) when the training loss is NaN or infinite, before the weights are touched."""
+"""Stop the run when the training loss turns NaN or infinite, without reading the device at every step."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
@@ -9,30 +11,39 @@ from lit_effnet.errors import NonFiniteLossError
 
 
 class NonFiniteLossGuard(Callback):
-    """mode "stop": raise naming the step; "skip": drop that optimizer step and count it (train/skipped_steps).
+    """mode "stop": a NaN/inf loss stops the run, naming the steps it appeared in, with last.ckpt from before it;
+    "skip": that optimizer step is dropped and counted (train/skipped_steps).
 
-    The check reads the loss on the host once per step (as AMP's GradScaler does), agreed over all ranks.
-    A skipped step sets every gradient to None, so the optimizer leaves the weights and its state alone.
+    "stop" reads nothing from the device inside a training step: each step ORs `not isfinite(loss)` into a flag
+    that stays on the device, and the flag is read (agreed over all ranks) only where Lightning reads the device
+    anyway: at logging steps (every `trainer.log_every_n_steps`), at the end of each epoch and of training,
+    and before every checkpoint is written. So the steps between two reads may train on with NaN weights, but
+    no checkpoint is written after the NaN: the run's last.ckpt holds the weights from before it.
+    "skip" must decide before the optimizer step, so it reads the loss on the host at every step (as AMP's
+    GradScaler does); a skipped step sets every gradient to None, so the optimizer leaves the weights and its
+    state alone.
     """
 
     def __init__(self, mode: str = "stop") -> None:
         self.mode = mode
         self.skipped_steps = 0
         self._skip = False
+        self._seen: torch.Tensor | None = None  # on the device: a non-finite loss since the last clean read
+        self._clean_step = 0  # the global step at the last read that found none
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Made once, updated in place: every step's graph is the same (one compile on XLA).
+        self._seen = torch.zeros((), dtype=torch.bool, device=pl_module.device)
+        self._clean_step = trainer.global_step
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        finite = trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss)), all=True)
-        if finite:
-            return
-        if self.mode == "stop":
-            raise NonFiniteLossError(
-                f"non-finite training loss ({loss.item()}) at step {trainer.global_step}, epoch "
-                f"{trainer.current_epoch}; the weights were not updated with it and last.ckpt holds the last "
-                "finished epoch. Lower the LR (model.lr_per_256), or set model.nonfinite_loss=skip"
-            )
-        self._skip = True
+        nonfinite = ~torch.isfinite(loss.detach())
+        if self.mode == "skip":
+            self._skip = trainer.strategy.reduce_boolean_decision(bool(nonfinite), all=False)
+        elif self._seen is not None:
+            self._seen.logical_or_(nonfinite)
 
-    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer) -> None:
+    def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if self._skip:
             for group in optimizer.param_groups:
                 for param in group["params"]:
@@ -41,3 +52,47 @@ class NonFiniteLossGuard(Callback):
             self._skip = False
         if self.mode == "skip":
             pl_module.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+
+    def on_train_batch_end(
+        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if trainer.global_step % max(1, trainer.log_every_n_steps) == 0:
+            self.check(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.check(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.check(trainer)
+
+    def on_save_checkpoint(self, trainer: Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]) -> None:
+        self.check(trainer)  # raising here keeps the checkpoint from being written
+
+    def check(self, trainer: Trainer) -> None:
+        """Read the flag (one device-to-host read, agreed over ranks); raise if a loss was non-finite."""
+        if self._seen is None or self.mode != "stop":
+            return
+        if not trainer.strategy.reduce_boolean_decision(bool(self._seen), all=False):
+            self._clean_step = trainer.global_step
+            return
+        self._seen = None  # reported once, also when the error passes through the checkpoint hooks again
+        first, last = self._clean_step + 1, trainer.global_step
+        steps = f"step {last}" if first >= last else f"one of steps {first}-{last}"
+        raise NonFiniteLossError(
+            f"non-finite training loss in {steps} (epoch {trainer.current_epoch}); no checkpoint was written after "
+            f"it, so {_last_checkpoint(trainer)} holds the weights from before it. Lower the LR "
+            "(model.lr_per_256), or set model.nonfinite_loss=skip"
+        )
+
+
+def _last_checkpoint(trainer: Trainer) -> str:
+    """The newest checkpoint this run wrote (or resumed from), for the message."""
+    from lit_effnet.callbacks.checkpoint import LastCheckpoint
+
+    for callback in trainer.checkpoint_callbacks:
+        if isinstance(callback, LastCheckpoint) and callback.last_saved is not None:
+            path, epoch, step = callback.last_saved
+            return f"{path} (epoch {epoch}, step {step})"
+    if trainer.ckpt_path:
+        return f"{trainer.ckpt_path} (resumed from)"
+    return "the run's last.ckpt, where there is one,"

@@ -274,6 +274,7 @@ class ProgressiveLearning(Callback):
         self._applied_stage: int | None = None
         self._applied: dict[str, float] = {}
         self._announced_stage: int | None = None
+        self._epoch_values: dict[str, list[float]] = {}  # what each batch of the epoch trained with, to log
 
     def resolve(self, defaults: ProgressiveRanges | None, max_epochs: int | None) -> ProgressiveSchedule:
         """The schedule with the network's ranges (`defaults`) in the unset knobs, checked against max_epochs."""
@@ -332,12 +333,18 @@ class ProgressiveLearning(Callback):
             self._applied_stage = stage
         logged = {"stage": stage, "image_size": int(batch[0].shape[-1]), **settings.values(DATA_KNOBS[1:])}
         for key, value in {**logged, **self._applied}.items():
-            pl_module.log(f"train/{key}", float(value), on_step=False, on_epoch=True)
+            self._epoch_values.setdefault(key, []).append(float(value))
 
     def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._epoch_values = {}
         stage = self.schedule.stage_at(trainer.current_epoch, self.max_epochs)
         if stage != self._announced_stage:
             self._announce(trainer, stage)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # The epoch's mean of each value, kept on the host and logged once: no tensor per batch on the device.
+        for key, values in self._epoch_values.items():
+            pl_module.log(f"train/{key}", sum(values) / len(values), on_step=False, on_epoch=True)
 
     def _announce(self, trainer: Trainer, stage: int) -> None:
         """One console line per stage, where the user watches the curve."""

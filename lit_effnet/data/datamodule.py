@@ -71,14 +71,54 @@ class EpochDistributedSampler(DistributedSampler):
     ) -> None:
         super().__init__(dataset, **kwargs)
         self.batch_size, self.stage_of_batch = batch_size, stage_of_batch
+        self.start = 0  # keys to leave out at the start of the next pass (a resume in the middle of an epoch)
 
     def __iter__(self) -> Iterator[SampleKey]:
         epoch, indices = self.epoch, list(super().__iter__())
+        start, self.start = self.start, 0
         batches = len(indices) // self.batch_size
-        for position, index in enumerate(indices):
+        for position, index in enumerate(indices[start:], start):
             batch = position // self.batch_size
             stage = self.stage_of_batch(epoch, batch, batches) if self.stage_of_batch is not None else 0
             yield SampleKey(epoch, index, stage)
+
+
+class ResumableLoader(DataLoader):
+    """A DataLoader whose place in the epoch goes into the checkpoint: (epoch, batches handed out).
+
+    Lightning saves a loader's `state_dict()` with the checkpoint and hands it back to `load_state_dict()` before
+    the resumed run's first batch; the sampler's order is a function of (seed, epoch), so skipping the batches
+    already trained resumes the same stream. Written here because the state is two integers: torchdata's
+    StatefulDataLoader would snapshot sampler, worker and RNG states that this order does not need.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._served = 0  # batches handed out by the current pass
+        self._resume: dict[str, int] | None = None
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self._served}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self._resume = dict(state)
+
+    def __iter__(self) -> Iterator[Any]:
+        # Lightning sets the sampler's epoch after asking for the iterator and before the first batch: a
+        # generator reads it then. A state saved at the end of an epoch does not apply to the next one.
+        resume, self._resume = self._resume, None
+        self._served = resume["batches"] if resume is not None and resume["epoch"] == self.sampler.epoch else 0
+        self.sampler.start = self._served * self.batch_size
+        for batch in super().__iter__():
+            self._served += 1
+            yield batch
+
+    def shutdown_workers(self) -> None:
+        """End the persistent worker processes now (a new stage's loader replaces this one)."""
+        workers = getattr(self, "_iterator", None)  # torch keeps persistent workers' iterator there
+        if workers is not None and hasattr(workers, "_shutdown_workers"):
+            workers._shutdown_workers()
+        self._iterator = None
 
 
 def sample_seed(seed: int, epoch: int, index: int) -> int:
@@ -365,6 +405,8 @@ class ImageDataModule(LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         key = self.train_stages(epoch)
         if self._train_loader is None or self._train_loader_key != key:
+            if self._train_loader is not None:
+                self._train_loader.shutdown_workers()  # the previous stage's, not left to the garbage collector
             self._train_loader = self._build_train_loader(key)
             self._train_loader_key = key
             self.train_loader_builds += 1
@@ -372,7 +414,7 @@ class ImageDataModule(LightningDataModule):
         self._train_loader.sampler.set_epoch(epoch)
         return self._train_loader
 
-    def _build_train_loader(self, stages: Sequence[tuple[int, float]]) -> DataLoader:
+    def _build_train_loader(self, stages: Sequence[tuple[int, float]]) -> ResumableLoader:
         h = self.hparams
         transforms = [
             train_transform(
@@ -406,7 +448,9 @@ class ImageDataModule(LightningDataModule):
             raise ConfigError(
                 f"data.batch_size {self.batch_size} is larger than the {len(sampler)} training images per device"
             )
-        return DataLoader(dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs())
+        return ResumableLoader(
+            dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
+        )
 
     def _eval_loader(self, split: str) -> DataLoader:
         if split not in self._eval_loaders:

@@ -70,7 +70,8 @@ class LitEfficientNet(LightningModule):
         backbone_lr_scale: LR of everything but the classifier, relative to the classifier's.
         nonfinite_loss: a NaN/inf training loss "stop"s the run naming the step (the weights are not updated
             with it), or the optimizer step is "skip"ped and counted (train/skipped_steps); the check costs one
-            device-to-host sync per step, as AMP's GradScaler does; "ignore" turns it off (NonFiniteLossGuard).
+            step; "stop" reads the device only at logging steps, epoch ends and checkpoint writes, "skip" at
+            every step (as AMP's GradScaler); "ignore" turns the guard off (NonFiniteLossGuard).
     """
 
     def __init__(
@@ -137,6 +138,8 @@ class LitEfficientNet(LightningModule):
         self.regularizer = Regularizer(net)
         self.mixing = Mixing(num_classes, mixup_alpha or 0.0, cutmix_alpha or 0.0)
         self.metrics = nn.ModuleDict({"val": accuracy_metrics(num_classes), "test": accuracy_metrics(num_classes)})
+        self._epoch_loss: torch.Tensor | None = None  # see on_train_start
+        self._epoch_batches = 0
 
     # ------------------------------------------------------------------ what the network expects
 
@@ -198,13 +201,20 @@ class LitEfficientNet(LightningModule):
     def configure_callbacks(self) -> list[Callback]:
         from lit_effnet.callbacks.freeze import FreezeBackbone
         from lit_effnet.callbacks.nonfinite import NonFiniteLossGuard
+        from lit_effnet.callbacks.xla import XlaGraphBoundaries
 
-        callbacks: list[Callback] = []
+        callbacks: list[Callback] = [XlaGraphBoundaries()]  # does nothing off XLA
         if self.hparams.freeze_backbone_steps:
             callbacks.append(FreezeBackbone(self.hparams.freeze_backbone_steps))
         if self.hparams.nonfinite_loss != "ignore":
             callbacks.append(NonFiniteLossGuard(self.hparams.nonfinite_loss))
         return callbacks
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        from lit_effnet.callbacks.xla import end_graph
+
+        end_graph(self.device)  # on XLA: what is pending runs before the batch's own graph (callbacks/xla.py)
+        return batch
 
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
@@ -231,10 +241,31 @@ class LitEfficientNet(LightningModule):
         if self.mixing.active:
             images, targets = self.mixing(images, targets)
         loss = self.loss(self(images), targets)
-        # Not on the progress bar: it would read the loss back from the device at every refresh (a sync).
-        self.log("train/loss", loss, on_step=True, on_epoch=True)
-        self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+        if self._epoch_loss is not None:
+            self._epoch_loss.add_(loss.detach())
+            self._epoch_batches += 1
         return loss
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # Logged here, at the steps Lightning writes to the logger, not in training_step: a value logged in the step
+        # is kept in a torchmetrics state that Lightning resets at each epoch's start, and on XLA (where the step
+        # is one compiled graph) that made every epoch's first step a graph of its own. Not on the progress bar:
+        # it would read the loss back from the device at every refresh (a sync).
+        every = self.trainer.log_every_n_steps
+        if every and self.trainer.global_step % every == 0:
+            self.log("train/loss_step", outputs["loss"], on_step=True, on_epoch=False)
+            self.log("train/lr", self.lr_schedulers().get_last_lr()[0], on_step=True, on_epoch=False)
+
+    def on_train_start(self) -> None:
+        # The epoch's mean loss, summed on the device where the loss is (read once, at the epoch's end). Not
+        # Lightning's on_epoch=True, for the reason above; this sum is made once and zeroed in place.
+        self._epoch_loss, self._epoch_batches = torch.zeros((), device=self.device), 0
+
+    def on_train_epoch_end(self) -> None:
+        if self._epoch_loss is not None and self._epoch_batches:
+            self.log("train/loss_epoch", self._epoch_loss / self._epoch_batches, on_step=False, on_epoch=True)
+            self._epoch_loss.zero_()
+            self._epoch_batches = 0
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, targets = batch

@@ -1,6 +1,21 @@
+import errno
+import os
+import subprocess
+import sys
+
+import lightning as L
+import pytest
 import torch
 
-from lit_effnet.callbacks.checkpoint import LastCheckpoint, best_checkpoint
+from lit_effnet.callbacks.checkpoint import (
+    AtomicCheckpointIO,
+    LastCheckpoint,
+    best_checkpoint,
+    previous_version,
+    tensor_bytes,
+)
+from lit_effnet.cli import PROJECT_ROOT
+from lit_effnet.errors import CheckpointError, ConfigError
 from tests.conftest import TINY_NET, fast_trainer, tiny_datamodule, tiny_module
 
 
@@ -15,4 +30,109 @@ def test_last_ckpt_holds_the_final_epoch_even_when_the_best_stopped_improving(tm
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == [
         "best-epoch000-acc" + f"{float(best.best_model_score):.4f}.ckpt",
         "last.ckpt",
+        "last.prev.ckpt",  # epoch 1's, kept by the writer
     ]
+    assert torch.load(tmp_path / "last.prev.ckpt", weights_only=False)["epoch"] == 1
+
+
+class SavedSteps(L.Callback):
+    """The optimizer step of every checkpoint the run writes."""
+
+    def __init__(self):
+        self.steps = []
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint):
+        self.steps.append(checkpoint["global_step"])
+
+
+@pytest.mark.parametrize(
+    ("every", "expected"),
+    [
+        (dict(every_n_train_steps=3), [3, 4, 6, 8]),  # and at each epoch's end; never at an epoch's last batch
+        (dict(train_time_interval=1e-9), [3, 4, 6, 8]),  # the clock is read at logging steps (every 3rd) only
+        (dict(train_time_interval=60.0), [4, 8]),  # an hour: the epochs' own only
+        (dict(), [4, 8]),
+    ],
+)
+def test_last_ckpt_is_also_written_every_n_steps_or_minutes(tmp_path, every, expected):
+    saved, last = SavedSteps(), LastCheckpoint(str(tmp_path), **every)
+    trainer = fast_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=4, log_every_n_steps=3, callbacks=[last, saved],
+        enable_checkpointing=True,
+    )  # fmt: skip
+    trainer.fit(tiny_module(), tiny_datamodule())
+    assert saved.steps == expected
+    assert last.last_saved == (str(tmp_path / "last.ckpt"), 1, 8)
+    assert torch.load(tmp_path / "last.ckpt", weights_only=False)["global_step"] == 8
+
+
+@pytest.mark.parametrize("bad", [dict(every_n_train_steps=-1), dict(train_time_interval=0.0)])
+def test_a_negative_step_count_or_a_zero_interval_is_refused_naming_the_key(bad):
+    with pytest.raises(ConfigError, match=f"checkpoint.{next(iter(bad))} must be"):
+        LastCheckpoint(**bad)
+
+
+def test_the_writer_keeps_the_checkpoint_it_replaces_until_the_new_one_is_complete(tmp_path):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+    io.save_checkpoint({"step": 2}, path)
+    assert torch.load(path, weights_only=False) == {"step": 2}
+    assert torch.load(previous_version(path), weights_only=False) == {"step": 1}
+    assert previous_version(path).name == "last.prev.ckpt"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]  # no temporaries
+
+
+def test_a_full_disk_stops_with_the_path_and_the_space_needed_and_the_previous_checkpoint_intact(tmp_path, monkeypatch):
+    io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
+    io.save_checkpoint({"step": 1}, path)
+
+    def no_space(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    with pytest.raises(CheckpointError) as error:
+        io.save_checkpoint({"step": 2, "weights": torch.zeros(2**18)}, path)  # 1 MiB of tensors
+    monkeypatch.undo()
+    message = str(error.value)
+    assert message.startswith(f"cannot write {path}: no space left")
+    assert "needs about 1.0 MiB" in message and " free); the previous checkpoint is intact" in message
+    assert torch.load(path, weights_only=False) == {"step": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
+
+
+def test_the_space_a_checkpoint_needs_is_the_bytes_of_its_tensors():
+    checkpoint = {"a": torch.zeros(3, 4), "b": [torch.zeros(5, dtype=torch.float64), {"c": torch.zeros(2, 2)}], "d": 7}
+    assert tensor_bytes(checkpoint) == 12 * 4 + 5 * 8 + 4 * 4
+
+
+TORN_WRITE = """
+import sys, time, torch
+from lightning.fabric.plugins.io import torch_io
+from lit_effnet.callbacks.checkpoint import AtomicCheckpointIO
+io, path = AtomicCheckpointIO(), sys.argv[1]
+io.save_checkpoint({"step": 1, "weights": torch.ones(1000)}, path)
+def slow_write(checkpoint, filepath):  # torch.save's bytes reach the file slowly
+    with open(filepath, "wb") as f:
+        f.write(b"PK" + b"x" * 1000)
+        f.flush()
+        print("writing", flush=True)
+        time.sleep(60)
+torch_io._atomic_save = slow_write
+io.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
+"""
+
+
+def test_a_kill_in_the_middle_of_a_write_leaves_the_previous_checkpoint_readable(tmp_path):
+    path = tmp_path / "last.ckpt"
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    process = subprocess.Popen(
+        [sys.executable, "-c", TORN_WRITE, str(path)], stdout=subprocess.PIPE, text=True, env=env
+    )
+    assert process.stdout.readline().strip() == "writing"  # the new checkpoint is half written
+    process.kill()
+    process.wait()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".ckpt")] == ["last.ckpt"]
+    kept = torch.load(path, weights_only=False)
+    assert kept["step"] == 1 and torch.equal(kept["weights"], torch.ones(1000))
+    AtomicCheckpointIO().save_checkpoint({"step": 3}, path)  # the next write clears the torn temporary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]

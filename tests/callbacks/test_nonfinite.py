@@ -1,10 +1,11 @@
-"""The non-finite-loss guard: stop naming the step before any update, or skip the step and count it."""
+"""The non-finite-loss guard: stop naming the steps, with no checkpoint written after them, or skip and count."""
 
 import lightning as L
 import pytest
 import torch
 
 from lit_effnet.callbacks import NonFiniteLossGuard
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.errors import NonFiniteLossError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 
@@ -20,14 +21,50 @@ class _PoisonLoss:
         return loss * float("nan") if self.module.training and self.module.global_step == self.step else loss
 
 
-def test_a_nan_loss_stops_the_run_naming_the_step_before_any_update(tmp_path):
+def test_a_nan_loss_stops_the_run_naming_its_steps_with_last_ckpt_from_before_it(tmp_path):
+    # No checkpoint but the epoch's: the flag is first read at the epoch's end, after steps 3 and 4 trained on.
     module = tiny_module()
     module.loss = _PoisonLoss(module, step=2)
-    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=4)
-    with pytest.raises(NonFiniteLossError, match="at step 2, epoch 0"):
+    trainer = fast_trainer(
+        tmp_path,
+        max_epochs=2,
+        limit_train_batches=4,
+        callbacks=[LastCheckpoint(str(tmp_path))],
+        enable_checkpointing=True,
+    )
+    with pytest.raises(NonFiniteLossError, match=r"in one of steps 1-4 \(epoch 0\); no checkpoint was written after"):
         trainer.fit(module, tiny_datamodule())
-    assert trainer.global_step == 2  # the poisoned step was not taken
-    assert all(torch.isfinite(p).all() for p in module.parameters())
+    assert not (tmp_path / "last.ckpt").exists()  # the epoch's checkpoint was refused
+
+
+def test_a_checkpoint_write_reads_the_flag_first_and_names_the_exact_step(tmp_path):
+    module = tiny_module()
+    module.loss = _PoisonLoss(module, step=2)  # the loss of the 3rd step (global_step 2 -> 3)
+    last = LastCheckpoint(str(tmp_path), every_n_train_steps=1)
+    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=6, callbacks=[last], enable_checkpointing=True)
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit(module, tiny_datamodule())
+    assert str(error.value).startswith(
+        f"non-finite training loss in step 3 (epoch 0); no checkpoint was written after it, so "
+        f"{tmp_path / 'last.ckpt'} (epoch 0, step 2) holds the weights from before it."
+    )
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["global_step"] == 2 and all(torch.isfinite(v).all() for v in saved["state_dict"].values())
+
+
+def test_stop_mode_reads_the_device_only_at_logging_steps_epoch_ends_and_checkpoints(tmp_path, monkeypatch):
+    reads = []
+    check = NonFiniteLossGuard.check
+    monkeypatch.setattr(
+        NonFiniteLossGuard, "check", lambda self, trainer: (reads.append(trainer.global_step), check(self, trainer))
+    )
+    last = LastCheckpoint(str(tmp_path), every_n_train_steps=5)
+    trainer = fast_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=6, log_every_n_steps=4, callbacks=[last], enable_checkpointing=True
+    )
+    trainer.fit(tiny_module(), tiny_datamodule())
+    # logging steps 4, 8, 12; step checkpoints 5, 10; epoch ends 6 and 12 (end of epoch, its checkpoint, training)
+    assert reads == [4, 5, 6, 6, 8, 10, 12, 12, 12, 12]
 
 
 def test_skip_mode_skips_the_update_and_counts_it(tmp_path):

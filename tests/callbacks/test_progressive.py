@@ -387,4 +387,4 @@ def test_progressive_learning_runs_with_compile_and_channels_last(tmp_path):
     module = tiny_module(compile=True, compile_backend="eager")
     trainer, recorder = run(tmp_path, max_epochs=4, module=module)
     assert recorder.per_epoch(1) == {e: SIZES[e] for e in range(4)}
-    assert torch.isfinite(trainer.callback_metrics["train/loss"])
+    assert torch.isfinite(trainer.callback_metrics["train/loss_epoch"])

@@ -1,9 +1,11 @@
+import os
 import random
 import re
 from pathlib import Path
 
 import albumentations as A
 import cv2
+import lightning as L
 import numpy as np
 import pytest
 import sklearn.datasets
@@ -11,12 +13,13 @@ import torch
 from albumentations.pytorch import ToTensorV2
 from PIL import Image
 
+from lit_effnet.callbacks import ProgressiveLearning
 from lit_effnet.data import ImageDataModule, decode, transforms
 from lit_effnet.data.datamodule import AugmentedDataset, EpochDistributedSampler, SampleKey, sample_seed
 from lit_effnet.data.datasets import ArrayDataset
 from lit_effnet.data.transforms import train_transform
 from lit_effnet.errors import ConfigError, CorruptImageError
-from tests.conftest import tiny_datamodule
+from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (20, 24, 24, 3), dtype=np.uint8)
@@ -228,3 +231,53 @@ def test_a_corrupt_training_file_is_named_or_skipped_by_the_train_transform(phot
     with pytest.warns(UserWarning, match=r"skipped corrupt image \(1 in this process\): .*1\.jpg"):
         image, label = skipping[SampleKey(0, files.index(str(bad)))]
     assert image.shape == (3, 32, 32) and label == datamodule.splits.train.targets[files.index(str(bad)) + 1]
+
+
+def test_the_loader_resumes_at_the_batch_its_state_names_and_only_in_that_epoch():
+    data = tiny_datamodule(image_size=32)
+    data.setup("fit")
+    loader = data.train_dataloader()
+    whole = [labels for _, labels in loader]
+    assert loader.state_dict() == {"epoch": 0, "batches": len(whole)}
+    loader.load_state_dict({"epoch": 0, "batches": 3})
+    resumed = [labels for _, labels in loader]
+    assert len(resumed) == len(whole) - 3 and all(torch.equal(a, b) for a, b in zip(resumed, whole[3:]))
+    assert loader.state_dict() == {"epoch": 0, "batches": len(whole)}
+    loader.load_state_dict({"epoch": 0, "batches": 3})  # saved at the end of epoch 0 ...
+    loader.sampler.set_epoch(1)  # ... and read back for epoch 1: the whole epoch
+    assert len(list(loader)) == len(whole)
+
+
+def _children() -> list[int]:
+    """Live child processes of this one (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == os.getpid() and fields[0] not in ("Z", "X"):
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_twelve_stage_changes_with_loader_workers_leave_memory_flat_and_no_workers_behind(tmp_path):
+    class Watch(L.Callback):
+        def __init__(self):
+            self.epochs = []
+
+        def on_train_epoch_end(self, trainer, pl_module):
+            self.epochs.append((_rss_bytes(), len(_children())))
+
+    stages = ProgressiveLearning(num_stages=13, image_size=(16, 112))  # 16, 24, ..., 112: a new loader each epoch
+    watch = Watch()
+    trainer = fast_trainer(tmp_path, max_epochs=13, limit_train_batches=2, callbacks=[stages, watch])
+    trainer.fit(tiny_module(), tiny_datamodule(num_workers=2, batch_size=16, persistent_workers=True))
+    # 2 train workers of the current stage and 2 of the (cached) val loader, in every epoch
+    assert [workers for _, workers in watch.epochs] == [4] * 13
+    first, last = watch.epochs[0][0], watch.epochs[-1][0]
+    assert last <= 1.10 * first, (first, last)

@@ -69,9 +69,9 @@ def test_training_steps_do_not_read_tensors_back_to_the_host(tmp_path, monkeypat
         def on_validation_start(self, *args):
             counter.counting = False
 
-    # EMA and mixup on; the NaN guard (one deliberate sync per step) off; logging only every 50 steps. The
-    # paper's RMSpropTF (AdamW reads its step counters with .item(), but those live on the CPU: no device sync).
-    module = tiny_module(nonfinite_loss="ignore", mixup_alpha=0.2, optimizer="rmsprop_tf")
+    # EMA, mixup and the NaN guard on; logging only every 50 steps. The paper's RMSpropTF (AdamW reads its step
+    # counters with .item(), but those live on the CPU: no device sync).
+    module = tiny_module(mixup_alpha=0.2, optimizer="rmsprop_tf")
     trainer = fast_trainer(
         tmp_path, max_epochs=2, limit_train_batches=6, callbacks=[Window(), EMA(decay=0.9)],
         log_every_n_steps=50, enable_progress_bar=True,
@@ -81,20 +81,25 @@ def test_training_steps_do_not_read_tensors_back_to_the_host(tmp_path, monkeypat
     assert counter.calls == []
 
 
-def test_the_nan_guard_is_the_one_sync_per_step(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("mode", "reads"), [("stop", 3), ("skip", 6)])
+def test_the_nan_guard_reads_at_logging_steps_or_in_skip_mode_at_every_step(tmp_path, monkeypatch, mode, reads):
     counter = _HostSyncCounter()
     counter.patch(monkeypatch)
 
     class Window(L.Callback):
+        """From the first batch until validation: every batch with all its hooks (the guard's come after these)."""
+
         def on_train_batch_start(self, *args):
             counter.counting = True
 
-        def on_train_batch_end(self, *args):
+        def on_validation_start(self, *args):
             counter.counting = False
 
-    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=3, log_every_n_steps=50, callbacks=[Window()])
-    trainer.fit(tiny_module(optimizer="rmsprop_tf"), tiny_datamodule())  # AdamW reads its CPU step counters
-    assert counter.calls == ["__bool__"] * 3
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=6, log_every_n_steps=2, callbacks=[Window()])
+    trainer.fit(tiny_module(optimizer="rmsprop_tf", nonfinite_loss=mode), tiny_datamodule())
+    # The guard reads its flag with bool(): at logging steps 2, 4, 6, or at every step in skip mode. (Lightning's
+    # own reads of the logged values at logging steps are .item().)
+    assert [call for call in counter.calls if call == "__bool__"] == ["__bool__"] * reads
 
 
 @pytest.mark.parametrize("channels_last", [True, False])
@@ -104,3 +109,28 @@ def test_channels_last_and_nchw_give_the_same_logits(channels_last):
     reference.load_state_dict(module.state_dict())
     x = torch.randn(2, 3, 32, 32)
     torch.testing.assert_close(module(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_train_loss_epoch_is_the_mean_of_that_epochs_step_losses(tmp_path):
+    class Losses(L.Callback):
+        """Each step's loss, and what train/loss_epoch says once an epoch's hooks are done."""
+
+        def __init__(self):
+            self.steps, self.logged = [], []
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            if trainer.current_epoch > 0:
+                self.logged.append(float(trainer.callback_metrics["train/loss_epoch"]))
+            self.steps.append([])
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.steps[-1].append(float(outputs["loss"]))
+
+        def on_train_end(self, trainer, pl_module):
+            self.logged.append(float(trainer.callback_metrics["train/loss_epoch"]))
+
+    losses = Losses()
+    trainer = fast_trainer(tmp_path, max_epochs=2, limit_train_batches=3, callbacks=[losses])
+    trainer.fit(tiny_module(), tiny_datamodule())
+    assert losses.logged == pytest.approx([sum(epoch) / 3 for epoch in losses.steps], rel=1e-6)
+    assert losses.logged[0] != pytest.approx(losses.logged[1])

@@ -190,7 +190,7 @@ def test_one_batch_per_epoch_is_one_step_per_epoch_for_the_warmup():
     assert [lr_after(scheduler, step) for step in (0, 1, 2)] == pytest.approx([0.05, 0.1, 0.1])
 
 
-def test_training_logs_the_loss_per_step_and_per_epoch_and_the_lr_per_step():
+def test_training_logs_the_loss_and_the_lr_per_step():
     module = tiny_module()
     logged = {}
 
@@ -201,4 +201,4 @@ def test_training_logs_the_loss_per_step_and_per_epoch_and_the_lr_per_step():
     module.log = log
     module.lr_schedulers = lambda: SimpleNamespace(get_last_lr=lambda: [0.1])
     module.training_step((torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])), 0)
-    assert logged == {"train/loss": (True, True), "train/lr": (True, False)}
+    assert logged == {"train/loss_step": (True, False), "train/lr": (True, False)}
