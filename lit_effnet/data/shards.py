@@ -272,13 +272,14 @@ class ShardStream(StreamingDataset):
         url: str,
         transform: TrainTransform | Any,
         *,
+        size: int,
         seed: int = 0,
         train: bool = False,
         cache_dir: str | None = None,
         skip_corrupt: bool = False,
     ) -> None:
         super().__init__(url, cache_dir=cache_dir, shuffle=train, drop_last=train, seed=seed)
-        self.url, self.sample_transform, self.augment_seed = url, transform, seed
+        self.url, self.size, self.sample_transform, self.augment_seed = url, size, transform, seed
         self.skip_corrupt, self.skipped = skip_corrupt, 0
 
     def _sample(self, item: dict[str, Any]) -> tuple[torch.Tensor, int]:
@@ -303,13 +304,12 @@ class ShardStream(StreamingDataset):
                 raise
             self.skipped += 1
             warnings.warn(f"skipped corrupt image ({self.skipped} in this process): {err}", stacklevel=2)
-            size = len(self.cache) if self.cache is not None else int(item["index"]) + 1
-            for offset in range(1, size):
+            for offset in range(1, self.size):  # the split's next samples, by their index (= position)
                 try:
-                    return self._sample(super().__getitem__((int(item["index"]) + offset) % size))
+                    return self._sample(super().__getitem__((int(item["index"]) + offset) % self.size))
                 except CorruptImageError:
                     self.skipped += 1
-            raise CorruptImageError(f"no readable image among the {size} of {self.url}") from None
+            raise CorruptImageError(f"no readable image among the {self.size} of {self.url}") from None
 
 
 class ShardLoader(StreamingDataLoader):
@@ -354,7 +354,9 @@ def train_loader(
 ) -> ShardLoader:
     """A split's shards shuffled by (seed, epoch), full batches only, every rank the same number (litdata's
     drop_last), each sample through `transform` in the loader's workers."""
-    stream = ShardStream(split.url, transform, seed=seed, train=True, cache_dir=cache_dir, skip_corrupt=skip_corrupt)
+    stream = ShardStream(
+        split.url, transform, size=len(split), seed=seed, train=True, cache_dir=cache_dir, skip_corrupt=skip_corrupt
+    )
     # Fresh workers each epoch: persistent ones would keep the epoch (and the augmentation seeds) of the last one.
     loader_kwargs["persistent_workers"] = False
     loader = ShardLoader(stream, batch_size=batch_size, **loader_kwargs)
@@ -369,7 +371,7 @@ def eval_loader(
     split: ShardSplit, transform: Any, *, batch_size: int, cache_dir: str | None, skip_corrupt: bool, **loader_kwargs
 ) -> ShardLoader:
     """A split's shards in their order, every sample once (each rank its part), through the eval `transform`."""
-    stream = ShardStream(split.url, transform, cache_dir=cache_dir, skip_corrupt=skip_corrupt)
+    stream = ShardStream(split.url, transform, size=len(split), cache_dir=cache_dir, skip_corrupt=skip_corrupt)
     loader_kwargs["persistent_workers"] = False
     return ShardLoader(stream, batch_size=batch_size, **loader_kwargs)
 

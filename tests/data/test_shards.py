@@ -1,9 +1,13 @@
 """Shard sets (lit_effnet/data/shards.py): `train.py shard`, training from them as from folders, resume, bad input."""
 
+import collections
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import cv2
@@ -15,11 +19,13 @@ from lightning.pytorch import Callback
 from litdata import StreamingDataset
 from PIL import Image
 
+from lit_effnet.callbacks import ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
-from lit_effnet.cli import main
+from lit_effnet.cli import PROJECT_ROOT, main
 from lit_effnet.data import ImageDataModule, shards
 from lit_effnet.data.datasets import load_digits_splits
-from lit_effnet.errors import DataError, DatasetNotFoundError
+from lit_effnet.data.transforms import train_transform
+from lit_effnet.errors import CorruptImageError, DataError, DatasetNotFoundError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
@@ -299,6 +305,19 @@ def test_a_checkpoint_resumed_on_a_shard_set_of_other_classes_stops_naming_it(tm
 # ------------------------------------------------------------------ bad input
 
 
+def test_a_corrupt_image_in_a_shard_is_named_or_skipped_for_the_next_one(tmp_path):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    (tmp_path / "folder" / "train" / "dog" / "1.jpg").write_bytes(b"\xff\xd8\xff not a jpeg")
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "set"), log=lambda line: None)
+    url, transform = str(tmp_path / "set" / "train"), train_transform(24)
+    with pytest.raises(CorruptImageError, match=r"set/train#3 \(train/dog/1\.jpg\): cannot"):
+        shards.ShardStream(url, transform, size=6)[3]
+    skipping = shards.ShardStream(url, transform, size=6, skip_corrupt=True)
+    with pytest.warns(UserWarning, match=r"skipped corrupt image \(1 in this process\): .*train/dog/1\.jpg"):
+        image, label = skipping[3]
+    assert image.shape == (3, 24, 24) and label == 2  # the next image of the split: train/eel/0.jpg
+
+
 @pytest.mark.parametrize(
     ("extra", "culprit"),
     [
@@ -333,3 +352,117 @@ def test_the_shard_command_refuses_a_config_that_already_trains_from_shards(tmp_
     assert main(["shard", "--config", "quickstart", "--data.name", "shards", "--out", str(tmp_path / "x")]) == 2
     assert "this config already trains from shards" in capsys.readouterr().err
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
+
+
+# ------------------------------------------------------------------ two processes, and object storage
+
+
+@pytest.mark.slow  # two train.py processes: ~30-50 s on 2 cores, and the default suite is at its 10-minute budget
+def test_two_ddp_processes_stream_disjoint_halves_of_each_epoch_with_as_many_batches(tmp_path):
+    """train.py over 2 CPU processes (gloo) from a shard set whose 18 training images each have their own class,
+    so a batch's labels say which images it holds: per epoch the ranks' images are disjoint, cover all but the
+    dropped remainder (18 = 2 ranks x 2 batches x 4 + 2), and each rank trains on the same number of batches."""
+    classes = tuple(f"c{i:02d}" for i in range(18))
+    write_imagefolder(tmp_path / "folder", classes=classes, per_class=1)
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "set"), log=lambda line: None)
+    probe = json.dumps({"class_path": "tests.data.shard_probe.LabelProbe", "init_args": {"out": str(tmp_path / "p")}})
+    argv = [
+        sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
+        "--devices", "2", "--data.name", "shards", "--data.root", str(tmp_path / "set"), "--data.batch_size", "4",
+        "--data.num_workers", "1", "--trainer.max_epochs", "2", "--progressive.num_stages", "2",
+        "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", f"--trainer.callbacks+={probe}",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / "p" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]) == len(ranks[1]) == 2
+    for epoch0, epoch1 in zip(*ranks):
+        assert len(epoch0) == len(epoch1) == 2 and all(len(batch) == 4 for batch in epoch0 + epoch1)
+        first, second = [label for batch in epoch0 for label in batch], [label for batch in epoch1 for label in batch]
+        assert len(set(first)) == len(set(second)) == 8 and not set(first) & set(second)
+    assert ranks[0][0] != ranks[0][1]  # reshuffled per epoch
+
+
+@pytest.fixture
+def s3_server(monkeypatch, tmp_path):
+    """moto's S3 server on 127.0.0.1 (a free port), reached as users reach theirs: endpoint and credentials in the
+    environment; no instance metadata, no real AWS. Yields the GET requests it served, by path."""
+    from moto.moto_server import werkzeug_app
+    from moto.server import ThreadedMotoServer
+
+    served = collections.Counter()
+    app_call = werkzeug_app.DomainDispatcherApplication.__call__
+
+    def counting(self, environ, start_response):
+        if environ["REQUEST_METHOD"] == "GET":
+            served[environ["PATH_INFO"]] += 1
+        return app_call(self, environ, start_response)
+
+    monkeypatch.setattr(werkzeug_app.DomainDispatcherApplication, "__call__", counting)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key, value in {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_CONFIG_FILE": str(tmp_path / "no-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "no-creds"),
+    }.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    import boto3
+
+    boto3.client("s3").create_bucket(Bucket="lake")
+    yield served
+    server.stop()
+
+
+def test_a_run_streams_from_an_s3_compatible_server_writing_only_to_its_cache_folder(
+    tmp_path, s3_server, digit_shards, monkeypatch
+):
+    """The shard command uploads to s3://; a 2-stage run streams from it: each chunk is fetched once, the stage
+    change rebuilds the loader without fetching again, and the run writes nothing outside data.cache_dir."""
+    assert main(["shard", "--config", "quickstart", "--out", "s3://lake/sets/digits", "--chunk_bytes", "20000"]) == 0
+    held = sorted(k["Key"] for k in boto3_objects("lake"))
+    local = sorted(str(p.relative_to(digit_shards)) for p in digit_shards.rglob("*") if p.is_file())
+    assert [k.removeprefix("sets/digits/") for k in held] == local  # the same files as a local shard set
+    s3_server.clear()
+    home, temp, cache = tmp_path / "home", tmp_path / "tmp", tmp_path / "cache"
+    for folder in (home, temp):
+        folder.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("MPLCONFIGDIR", str(temp / "mpl"))
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    stages = dict(num_stages=2, image_size=(16, 24), dropout=(0.0, 0.0), randaug_magnitude=(0.0, 2.0), mixup_alpha=None)
+    datamodule = tiny_datamodule(name="shards", root="s3://lake/sets/digits", cache_dir=str(cache), batch_size=16)
+    trainer = fast_trainer(
+        tmp_path / "run", max_epochs=2, limit_train_batches=3, callbacks=[ProgressiveLearning(**stages)]
+    )
+    trainer.fit(tiny_module(), datamodule)
+    assert datamodule.train_loader_builds == 2 and trainer.global_step == 6
+    chunks = {path: n for path, n in s3_server.items() if "/chunk-" in path}
+    assert set(chunks) == {f"/lake/sets/digits/{p}" for p in local if "/chunk-" in p}  # every chunk of both splits
+    assert set(chunks.values()) == {1}  # once each, across the stage change
+    assert list(home.rglob("*")) == [] and [p for p in temp.rglob("*") if "mpl" not in p.parts] == []
+    assert any(p.name.startswith("chunk-") for p in cache.rglob("*"))
+
+
+def boto3_objects(bucket: str) -> list[dict]:
+    import boto3
+
+    return boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    argv = ["--config", "quickstart", "--data.name", "shards", "--data.root", "s3://lake/sets/digits",
+            "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert not any("Traceback" in line for line in err)
+    assert err[-1].startswith(
+        "error: s3://lake/sets/digits: reading lit_effnet_shards.json failed at http://127.0.0.1:9"
+    )
