@@ -44,7 +44,7 @@ from litdata import StreamingDataLoader, StreamingDataset
 from litdata.streaming.writer import BinaryWriter
 
 from lit_effnet.data.datamodule import sample_seed
-from lit_effnet.data.datasets import ArrayDataset, Splits, load_splits
+from lit_effnet.data.datasets import ArrayDataset, Splits, dataset_entry, load_splits
 from lit_effnet.data.decode import EncodedImage, load_rgb, read_encoded
 from lit_effnet.data.transforms import TrainTransform
 from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
@@ -404,10 +404,11 @@ def plan_of(name: str, root: str, splits: Splits) -> dict[str, Any]:
     """The manifest a conversion of this source writes; its fingerprint tells a rerun whether the source changed."""
     folders = {"train": "train", "val": "val", "test": "val" if splits.test is splits.val else "test"}
     sizes = {folder: len(getattr(splits, split)) for split, folder in folders.items()}
+    where = dataset_entry(name).where
     manifest = {
         "format": FORMAT,
         "dataset": name,
-        "source": os.path.abspath(root),
+        "source": where if where.startswith("embedded") else os.path.abspath(root),
         "classes": list(splits.classes),
         "sizes": sizes,
         "split_folders": folders,
@@ -540,7 +541,7 @@ def config_data(argv: Sequence[str]) -> tuple[str, str]:
     data: dict[str, Any] = {"name": "digits", "root": "data"}  # ImageDataModule's defaults
     for config in args.config:
         for value in expand_config(resolve_config(config)):
-            text = Path(value).read_text() if Path(value).is_file() else value
+            text = Path(value).read_text() if os.path.isfile(value) else value  # a file, or the YAML of one
             data |= (yaml.safe_load(text) or {}).get("data") or {}
     name, root = args.name or data.get("name"), args.root or data.get("root")
     if name == "shards":
