@@ -8,6 +8,8 @@
     stage        seconds to rebuild the train loader (and recompile, with --compile) at a stage boundary
     seeds        a train.py config over seeds, in named variants (default: the quickstart, progressive and at
                  its last stage's values throughout): best and last val/acc1 as mean, min and max (README figures)
+    shards       training-loader images/s of one worker and time to the first batch, the same JPEGs streamed from
+                 a local shard set (litdata) against read from their folder, at a V2 schedule's first and last size
 
 Every figure in bench/RESULTS.md comes from one of these commands; each prints the machine and torch version.
 """
@@ -528,6 +530,74 @@ def bench_pipeline(args: argparse.Namespace) -> None:
                 print(f"  {src[0]}x{src[1]} {size}px: {today} -> {new}")
 
 
+def _loader_epoch(loader, epoch: int) -> tuple[float, float]:
+    """(seconds to the first batch, images/s after it) of one epoch of a train loader, its workers started anew
+    or (persistent) woken up: what a worker makes while the main process only receives."""
+    set_epoch = getattr(loader, "set_epoch", None) or loader.sampler.set_epoch
+    set_epoch(epoch)
+    start = time.perf_counter()
+    batches = iter(loader)
+    next(batches)
+    after_first = time.perf_counter()
+    images = sum(len(labels) for _, labels in batches)
+    return after_first - start, images / (time.perf_counter() - after_first)
+
+
+def bench_shards(args: argparse.Namespace) -> None:
+    """Images/s of one loader worker, and the time to the first batch: the same JPEGs as a local litdata shard set
+    (`train.py shard`) and as an ImageFolder, through ImageDataModule's train loaders as shipped."""
+    import tempfile
+
+    from lit_effnet.data import ImageDataModule
+    from lit_effnet.data.shards import write_shards
+
+    stages = list(zip(args.sizes, args.magnitudes))
+    print(
+        f"# shards: {machine()} | one loader worker | {args.images} JPEGs per source, quality 90, from scikit-learn's"
+    )
+    print(
+        f"#   2 photos | batch {args.batch} | RandAugment 2 ops | crop scale {CROP_SCALE} | {args.rounds} epochs each"
+    )
+    print(
+        "# folder: ImageFolder files (persistent worker); shards: the same files' bytes in litdata chunks on the same"
+    )
+    print("#   disk, streamed (a fresh worker each epoch, as shipped); warm: page cache filled by a first epoch")
+    print(
+        "\nsource     size  mag  folder img/s  shards img/s  shards/folder | first batch s: folder  shards  (epoch 0)"
+    )
+    with tempfile.TemporaryDirectory(prefix="bench_shards_") as folder:
+        for width, height in (tuple(int(v) for v in text.split("x")) for text in args.sources):
+            root = Path(folder, f"{width}x{height}")
+            for seed, (split, label) in enumerate((s, c) for s in ("train", "val") for c in ("a", "b")):
+                (root / split / label).mkdir(parents=True)
+                photo_jpegs(root / split / label, args.images // 2 if split == "train" else 1, width, height, seed=seed)
+            write_shards("imagefolder", str(root), str(root / "shards"), log=lambda line: None)
+            for size, magnitude in stages:
+                loaders = {}
+                for name, data_root in (("folder", root), ("shards", root / "shards")):
+                    datamodule = ImageDataModule(
+                        "imagefolder" if name == "folder" else "shards", root=str(data_root), batch_size=args.batch,
+                        num_workers=1, image_size=size, randaug_magnitude=magnitude, crop_scale=CROP_SCALE, seed=0,
+                    )  # fmt: skip
+                    datamodule.setup("fit")
+                    loaders[name] = datamodule.train_dataloader()
+                cold = {name: _loader_epoch(loader, 0)[0] for name, loader in loaders.items()}
+                rates: dict[str, list[float]] = {name: [] for name in loaders}
+                firsts: dict[str, list[float]] = {name: [] for name in loaders}
+                for epoch in range(1, args.rounds + 1):
+                    for name in list(loaders)[:: 1 if epoch % 2 else -1]:  # alternate which goes first
+                        first, rate = _loader_epoch(loaders[name], epoch)
+                        firsts[name].append(first)
+                        rates[name].append(rate)
+                ratio = statistics.median(s / f for s, f in zip(rates["shards"], rates["folder"]))
+                rate, first = ({k: statistics.median(v[k]) for k in loaders} for v in (rates, firsts))
+                print(
+                    f"{width:4d}x{height:<4d}  {size:4d}  {magnitude:4.1f}  {rate['folder']:12.0f}"
+                    f"  {rate['shards']:12.0f}  {ratio:12.2f}x | warm {first['folder']:6.3f}  {first['shards']:6.3f}"
+                    f"  ({cold['folder']:.3f}  {cold['shards']:.3f})"
+                )
+
+
 class _EpochClock(L.Callback):
     """Wall time of each epoch (training and validation) and the val/acc1 after it."""
 
@@ -713,11 +783,18 @@ def main(argv: list[str] | None = None) -> int:
     seeds.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     seeds.add_argument("--variant", action="append", help='NAME=OVERRIDES, e.g. "scratch=--model.pretrained null"')
     seeds.add_argument("overrides", nargs="*", help="train.py overrides for every run, after --")
+    shards = sub.add_parser("shards", help=bench_shards.__doc__)
+    shards.add_argument("--sizes", type=int, nargs="+", default=[128, 300])
+    shards.add_argument("--magnitudes", type=float, nargs="+", default=[5, 10])
+    shards.add_argument("--sources", nargs="+", default=["500x375", "1000x750"], help="JPEG sizes, WxH")
+    shards.add_argument("--images", type=int, default=192)
+    shards.add_argument("--batch", type=int, default=16)
+    shards.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args(argv)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     commands = {
         "models": bench_models, "pipeline": bench_pipeline, "progressive": bench_progressive, "stage": bench_stage,
-        "seeds": bench_seeds,
+        "seeds": bench_seeds, "shards": bench_shards,
     }  # fmt: skip
     commands[args.command](args)
     return 0

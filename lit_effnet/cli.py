@@ -1,4 +1,4 @@
-"""`python train.py [fit|validate|test|predict|export] --config NAME [--dotted.key value ...]` (LightningCLI).
+"""`python train.py [fit|validate|test|predict|export|shard] --config NAME [--dotted.key value ...]` (LightningCLI).
 
 On top of LightningCLI this adds only what a config-driven research workflow needs:
 - `--config NAME` is looked up in configs/ (with or without .yaml) when it is not a path; a config may start
@@ -12,6 +12,7 @@ On top of LightningCLI this adds only what a config-driven research workflow nee
 - `--print_schedule` prints the resolved progressive-learning schedule as JSON and exits;
 - `test` also writes per_class.csv and confusion.png into the run's folder;
 - `export` writes the model for timm, torchvision, ONNX or torch.export (`lit_effnet.export`);
+- `shard` writes the config's dataset as a litdata shard set (`lit_effnet.data.shards`);
 - a user mistake (the project's error types, lit_effnet.errors, and the command line's) prints one line
   naming the culprit and exits 2; anything else is a bug and keeps its traceback.
 """
@@ -489,6 +490,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["export"]:
             return export_command(argv[1:])
+        if argv[:1] == ["shard"]:
+            from lit_effnet.data.shards import shard_command
+
+            return shard_command(argv[1:])
         args, run_name = rewrite_argv(argv)
         EffNetCLI(
             LitEfficientNet,

@@ -31,16 +31,19 @@ VARIANT = [
 LAST = Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt")
 
 
-def on_xla(tmp_path: Path, name: str, *options: str) -> dict:
-    """train.py under the harness in tmp_path; its report (tests/xla_harness.py)."""
+def on_xla(tmp_path: Path, name: str, *options: str, killed: bool = False) -> dict:
+    """train.py under the harness in tmp_path; its report (tests/xla_harness.py), or the run's steps if killed."""
     # Compiling at XLA's lowest CPU optimization level: the same graphs, compiled several times faster.
     env = {**os.environ, **XLA_ENV, "PYTHONPATH": str(PROJECT_ROOT), "XLA_FLAGS": "--xla_backend_optimization_level=0"}
     out = tmp_path / f"{name}.json"
     argv = [sys.executable, "-m", "tests.xla_harness", str(out), "--", *VARIANT, *options]
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)
+    (tmp_path / f"{name}.log").write_text(result.stderr)
+    if killed:
+        assert result.returncode == -9, result.stderr[-3000:]
+        return {"steps": [json.loads(line[7:]) for line in result.stderr.splitlines() if line.startswith("[step] ")]}
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(out.read_text())
-    (tmp_path / f"{name}.log").write_text(result.stderr)
     print(f"\n{name}: {summary(report)}")
     return report
 
@@ -105,18 +108,23 @@ def test_the_quickstart_trains_on_xla_within_its_graph_and_host_read_bounds(tmp_
 
 def test_the_papers_optimizer_under_random_resize_compiles_each_size_once_and_resumes_on_xla(tmp_path):
     options = ["--model.optimizer", "rmsprop_tf", "--progressive.mode", "random_resize"]
-    first = on_xla(tmp_path, "rmsprop_first", *options, "--trainer.max_steps", "17")
-    sizes = {w["size"] for w in first["windows"] if w["window"] == "step"}
-    assert sizes == {48, 56, 64}
-    # RMSpropTF has no scalar that turns into an exact 1.0: each size is one graph (at most one more where the
-    # optimizer's state appears); a size drawn again compiles nothing.
-    graphs = training_graphs(first)
-    assert set(graphs) == sizes and len(sizes) <= sum(graphs.values()) <= len(sizes) + 1
-    saved = torch.load(tmp_path / LAST, weights_only=False, map_location="cpu")
-    assert saved["global_step"] == 17  # written where max_steps stopped the run, in the middle of epoch 3
+    # SIGKILLed as step 15 starts: last.ckpt is step 12's, in the middle of epoch 2 (random resize rebuilds no
+    # loader at an epoch's start, so the loader's place comes back through the datamodule's state).
+    killer = json.dumps({"class_path": "tests.kill_probe.SigkillAt", "init_args": {"step": 14}})
+    killed = on_xla(tmp_path, "rmsprop_killed", *options, f"--trainer.callbacks+={killer}", killed=True)
+    assert torch.load(tmp_path / LAST, weights_only=False, map_location="cpu")["global_step"] == 12
     resumed = on_xla(tmp_path, "rmsprop_resumed", *options, "--ckpt_path", "last")
-    assert [w["step"] for w in resumed["windows"] if w["window"] == "step"] == list(range(18, 31))
-    assert all(count == 1 for count in training_graphs(resumed).values())  # the state comes with the checkpoint
+    steps = {w["step"]: w["size"] for w in resumed["windows"] if w["window"] == "step"}
+    assert list(steps) == list(range(13, 31))
+    # The same image sizes (drawn per batch of the epoch) as the run before the kill at steps 13 and 14.
+    assert [steps[13], steps[14]] == [s["size"] for s in killed["steps"] if s["step"] in (13, 14)]
+    sizes = set(steps.values())
+    assert sizes == {48, 56, 64}
+    # RMSpropTF has no scalar that turns into an exact 1.0: each size is one graph, and the first step's size one
+    # more, where the optimizer's state (from the checkpoint) first enters a graph; a size drawn again compiles
+    # nothing.
+    assert training_graphs(resumed) == {size: 1 + (size == steps[13]) for size in sizes}
     assert [w for w in resumed["windows"] if w["window"] == "step" and w["reads"]] == []
+    assert list(evaluation_graphs(resumed)) == [2]  # the first validation of this process
     final = torch.load(tmp_path / LAST, weights_only=False, map_location="cpu")
     assert (final["epoch"], final["global_step"]) == (5, 30)

@@ -94,6 +94,8 @@ def make_probe(out: Path):
 
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             size = int(batch[0].shape[-1])
+            step = {"step": trainer.global_step + 1, "size": size}
+            print(f"[step] {json.dumps(step)}", file=sys.stderr, flush=True)  # what a killed run trained
             logging = (trainer.global_step + 1) % trainer.log_every_n_steps == 0
             self._open(window="step", epoch=trainer.current_epoch, step=trainer.global_step + 1, size=size,
                        logging_step=logging)  # fmt: skip

@@ -5,7 +5,7 @@ step after each optimizer step and, on one device, nowhere else, so the graph of
 before it: the previous step's EMA update, except after validation, where validation had run it; at an epoch's
 first step, Lightning's reset of its logged values; and a whole validation epoch was one graph. Each of those
 made a step graph of its own, compiled at every epoch's first steps. Here a graph ends before every batch goes to
-the device (`end_graph`, called by LitEfficientNet.on_before_batch_transfer) and after every batch (the callback):
+the device (`end_graph`, called by ImageDataModule.on_before_batch_transfer) and after every batch (the callback):
 a step's graph is its batch's normalisation, forward, backward and optimizer step, the same at every step of an
 image size; the EMA update is a graph of its own, the same for every size; each evaluation batch is one graph.
 """

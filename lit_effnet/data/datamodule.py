@@ -27,7 +27,8 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Subset
 
-from lit_effnet.data.datasets import Splits, dataset_entry, load_rgb, load_splits, num_classes_of
+from lit_effnet.callbacks import xla
+from lit_effnet.data.datasets import Splits, check_classes, dataset_entry, load_rgb, load_splits, num_classes_of
 from lit_effnet.data.transforms import (
     CutoutFill,
     EvalCrop,
@@ -240,6 +241,10 @@ class ImageDataModule(LightningDataModule):
         skip_corrupt_images: replace an undecodable training/eval image by the next one and warn (with a
             count) instead of stopping with its path.
         train_subset: train on a fixed random subset of this many images (data-efficiency experiments).
+        classes: the classes the run expects, a count or the names in order (None: whatever the data holds);
+            data that holds others stops the run naming data.root.
+        cache_dir: where a shard set streamed from object storage keeps its chunks (`shards` only; None:
+            litdata's default, $LITDATA_CACHE_DIR or ~/.lightning/chunks).
     """
 
     def __init__(
@@ -270,6 +275,8 @@ class ImageDataModule(LightningDataModule):
         predict_files: list[str] | None = None,
         skip_corrupt_images: bool = False,
         train_subset: int | None = None,
+        classes: int | list[str] | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         dataset_entry(name)  # an unknown name stops here, naming data.name
@@ -277,7 +284,7 @@ class ImageDataModule(LightningDataModule):
             raise ConfigError(f"data.batch_size must be >= 1, got {batch_size}")
         # Not sent to the logger: `name` would clash with the model's (the CLI saves the whole config anyway).
         self.save_hyperparameters(logger=False)
-        self.name, self.root = name, Path(root)
+        self.name, self.root = name, Path(root) if "://" not in str(root) else str(root)  # a URL: a shard set
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.splits: Splits | None = None
         self.train_loader_builds = 0  # how often a train DataLoader was constructed (once per stage)
@@ -287,6 +294,7 @@ class ImageDataModule(LightningDataModule):
         self._train_loader: DataLoader | None = None
         self._train_loader_key: tuple | None = None
         self._eval_loaders: dict[str, DataLoader] = {}
+        self._resume_position: dict[str, Any] | None = None  # the checkpoint's train loader state (load_state_dict)
 
     # ----------------------------------------------------------- facts known before reading images
 
@@ -374,7 +382,11 @@ class ImageDataModule(LightningDataModule):
     def _splits(self) -> Splits:
         if self.splits is None:
             splits = load_splits(self.name, self.root)
+            if self.hparams.classes is not None:
+                check_classes(splits.classes, self.hparams.classes, f"data.root {self.root}", "data.classes")
             subset = self.hparams.train_subset
+            if subset is not None and self.name == "shards":
+                raise ConfigError("data.train_subset: not with data.name shards (a stream has no random access)")
             if subset is not None:
                 if not 0 < subset <= len(splits.train):
                     raise ConfigError(f"data.train_subset must be in 1..{len(splits.train)}, got {subset}")
@@ -393,6 +405,28 @@ class ImageDataModule(LightningDataModule):
         else:
             self._splits()
 
+    def state_dict(self) -> dict[str, Any]:
+        """The class names trained on (a resume on data with other classes stops) and the train loader's place in
+        its epoch. Lightning keeps a stateful loader's state too, but hands it back only when it rebuilds the loader
+        in the resumed run, which a run without stages never does (configure_optimizers builds it before the loops
+        are restored); this state is restored before that first build."""
+        state: dict[str, Any] = {"classes": self.splits.classes} if self.splits is not None else {}
+        if self._train_loader is not None:
+            state["train_loader"] = self._train_loader.state_dict()
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        expected = state_dict.get("classes")
+        held = self.class_names() if expected else None
+        if held is not None:
+            check_classes(held, expected, f"data.root {self.root}", "the checkpoint")
+        self._resume_position = state_dict.get("train_loader")
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        if self.trainer is not None:  # on XLA, what is pending runs before this batch's graph (callbacks/xla.py)
+            xla.end_graph(self.trainer.strategy.root_device)
+        return batch
+
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         images, labels = batch
         if images.dtype == torch.uint8:
@@ -405,13 +439,17 @@ class ImageDataModule(LightningDataModule):
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         key = self.train_stages(epoch)
         if self._train_loader is None or self._train_loader_key != key:
-            if self._train_loader is not None:
+            if isinstance(self._train_loader, ResumableLoader):
                 self._train_loader.shutdown_workers()  # the previous stage's, not left to the garbage collector
             self._train_loader = self._build_train_loader(key)
             self._train_loader_key = key
             self.train_loader_builds += 1
+            if self._resume_position is not None:  # a resume: the first train loader continues the checkpoint's
+                self._train_loader.load_state_dict(self._resume_position)
+                self._resume_position = None
         # Lightning sets the sampler's epoch only after it has built the epoch's iterator.
-        self._train_loader.sampler.set_epoch(epoch)
+        epoch_of = getattr(self._train_loader, "set_epoch", None) or self._train_loader.sampler.set_epoch
+        epoch_of(epoch)
         return self._train_loader
 
     def _build_train_loader(self, stages: Sequence[tuple[int, float]]) -> ResumableLoader:
@@ -430,6 +468,8 @@ class ImageDataModule(LightningDataModule):
             )
             for size, magnitude in stages
         ]
+        if self.name == "shards":
+            return self._shard_loader("train", transforms)
         dataset = AugmentedDataset(
             self._splits().train, transforms, seed=self._seed(), skip_corrupt=h.skip_corrupt_images
         )
@@ -452,15 +492,33 @@ class ImageDataModule(LightningDataModule):
             dataset, batch_size=self.batch_size, sampler=sampler, drop_last=True, **self._loader_kwargs()
         )
 
+    def _shard_loader(self, split: str, transforms: Sequence[Any]) -> DataLoader:
+        """A split of a shard set, streamed (lit_effnet/data/shards.py); the folder path's transforms."""
+        from lit_effnet.data import shards
+
+        h, train = self.hparams, split == "train"
+        if len(transforms) > 1:
+            raise ConfigError("progressive.mode random_resize: not with data.name shards (one stage per loader)")
+        build = shards.train_loader if train else shards.eval_loader
+        extra = {"seed": self._seed(), "batch_size": self.batch_size} if train else {"batch_size": self.eval_batch_size}
+        loader = build(
+            getattr(self._splits(), split), transforms[0], cache_dir=h.cache_dir, skip_corrupt=h.skip_corrupt_images,
+            **extra, **self._loader_kwargs(),
+        )  # fmt: skip
+        return loader
+
     def _eval_loader(self, split: str) -> DataLoader:
         if split not in self._eval_loaders:
-            base = ImageFiles(self.predict_paths()) if split == "predict" else getattr(self._splits(), split)
             transform = eval_transform(
                 int(self._setting("eval_size")),
                 crop_pct=float(self._setting("crop_pct")),
                 crop=self.hparams.eval_crop,
                 interpolation=self._setting("eval_interpolation"),
             )
+            if self.name == "shards" and split != "predict":
+                self._eval_loaders[split] = self._shard_loader(split, [transform])
+                return self._eval_loaders[split]
+            base = ImageFiles(self.predict_paths()) if split == "predict" else getattr(self._splits(), split)
             dataset = AugmentedDataset(base, [transform], skip_corrupt=self.hparams.skip_corrupt_images)
             self._eval_loaders[split] = DataLoader(
                 dataset, batch_size=self.eval_batch_size, shuffle=False, **self._loader_kwargs()

@@ -21,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.datasets import CIFAR10, CIFAR100, Flowers102, ImageFolder, StanfordCars
 
 from lit_effnet.data.decode import load_rgb, read_encoded
-from lit_effnet.errors import ConfigError, DatasetNotFoundError
+from lit_effnet.errors import ConfigError, DataError, DatasetNotFoundError
 
 
 class ArrayDataset(Dataset):
@@ -234,6 +234,12 @@ def imagefolder_classes(root: Path) -> list[str]:
     return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
 
 
+def _shards():  # imported when used: litdata is only needed for shard sets
+    from lit_effnet.data import shards
+
+    return shards
+
+
 @dataclass(frozen=True, kw_only=True)
 class DatasetEntry:
     """How to read one dataset: its splits, its class count (known before any image is read), where it lives."""
@@ -260,6 +266,11 @@ DATASETS: dict[str, DatasetEntry] = {
     "imagefolder": DatasetEntry(
         load=load_imagefolder_splits, num_classes=lambda root: len(imagefolder_classes(root)), where="train/, val/"
     ),
+    "shards": DatasetEntry(
+        load=lambda root: _shards().load_shard_splits(root),
+        num_classes=lambda root: _shards().shard_classes(root),
+        where="data.root itself: a shard set written by `train.py shard`, a folder or s3://bucket/prefix",
+    ),
 }
 
 
@@ -270,12 +281,34 @@ def dataset_entry(name: str) -> DatasetEntry:
         raise ConfigError(f"unknown dataset {name!r} (data.name); choose from {list(DATASETS)}") from None
 
 
+def _root(root: str | os.PathLike) -> Path | str:
+    """A folder as a Path; a URL (s3://bucket/prefix, for shard sets) as it is, which Path would mangle."""
+    return str(root) if "://" in str(root) else Path(root)
+
+
 def num_classes_of(name: str, root: str | os.PathLike) -> int:
     """The class count, known before any image is read (ImageFolder: its train class folders)."""
     count = dataset_entry(name).num_classes
-    return count if isinstance(count, int) else count(Path(root))
+    return count if isinstance(count, int) else count(_root(root))
 
 
 def load_splits(name: str, root: str | os.PathLike) -> Splits:
     """The train/val/test splits of dataset `name` under `root`."""
-    return dataset_entry(name).load(Path(root))
+    return dataset_entry(name).load(_root(root))
+
+
+def check_classes(held: Sequence[str], expected: int | Sequence[str], where: str, by: str) -> None:
+    """Refuse data whose classes (a count, or the names in order) are not what `by` expects, naming `where`."""
+    if isinstance(expected, int):
+        if expected != len(held):
+            raise DataError(f"{where} holds {len(held)} classes, {by} expects {expected}")
+        return
+    if list(expected) != list(held):
+        pairs = zip(held, expected)
+        first = next((i for i, (a, b) in enumerate(pairs) if a != b), min(len(held), len(expected)))
+        found = repr(held[first]) if first < len(held) else "nothing"
+        wanted = repr(expected[first]) if first < len(expected) else "nothing"
+        raise DataError(
+            f"{where} holds other classes than {by} expects: class {first} is {found}, {by} has {wanted} "
+            f"({len(held)} classes against {len(expected)})"
+        )

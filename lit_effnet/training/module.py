@@ -210,12 +210,6 @@ class LitEfficientNet(LightningModule):
             callbacks.append(NonFiniteLossGuard(self.hparams.nonfinite_loss))
         return callbacks
 
-    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        from lit_effnet.callbacks.xla import end_graph
-
-        end_graph(self.device)  # on XLA: what is pending runs before the batch's own graph (callbacks/xla.py)
-        return batch
-
     def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
         return images.contiguous(memory_format=torch.channels_last) if self.hparams.channels_last else images
 

@@ -103,3 +103,12 @@ def write_imagefolder(root: Path, classes=("cat", "dog", "eel"), per_class: int 
         for label, name in enumerate(classes):
             for i in range(n):
                 _jpg(root / split / name / f"{i}.jpg", label, size=(48, 36))
+
+
+def write_shard_set(root: Path) -> None:
+    """`write_imagefolder`'s data as a shard set at `root` (its source beside it), as `train.py shard` writes it."""
+    from lit_effnet.data.shards import write_shards
+
+    source = root.parent / f"{root.name}-source"
+    write_imagefolder(source)
+    write_shards("imagefolder", str(source), str(root), log=lambda line: None)

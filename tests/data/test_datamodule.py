@@ -281,3 +281,21 @@ def test_twelve_stage_changes_with_loader_workers_leave_memory_flat_and_no_worke
     assert [workers for _, workers in watch.epochs] == [4] * 13
     first, last = watch.epochs[0][0], watch.epochs[-1][0]
     assert last <= 1.10 * first, (first, last)
+
+
+def test_a_restored_datamodule_resumes_its_first_train_loader_at_the_checkpoints_batch():
+    # What a checkpoint written after 3 batches of epoch 0 holds, and a fresh run restored from it.
+    data = tiny_datamodule(image_size=32)
+    data.setup("fit")
+    whole = [labels for _, labels in data.train_dataloader()]
+    batches = iter(data.train_dataloader())
+    for _ in range(3):
+        next(batches)
+    state = data.state_dict()
+    assert state["train_loader"] == {"epoch": 0, "batches": 3}
+    restored = tiny_datamodule(image_size=32)
+    restored.load_state_dict(state)
+    restored.setup("fit")
+    resumed = [labels for _, labels in restored.train_dataloader()]
+    assert len(resumed) == len(whole) - 3 and all(torch.equal(a, b) for a, b in zip(resumed, whole[3:]))
+    assert len(list(restored.train_dataloader())) == len(whole)  # the position is used once

@@ -13,6 +13,7 @@ from tests.data.fixtures import (
     write_cifar100,
     write_flowers102,
     write_imagefolder,
+    write_shard_set,
     write_stanford_cars,
 )
 
@@ -140,7 +141,7 @@ def test_unknown_dataset_names_the_key_and_the_registered_choices():
 
 FIXTURES = {
     "cifar10": write_cifar10, "cifar100": write_cifar100, "flowers102": write_flowers102,
-    "stanford_cars": write_stanford_cars, "imagefolder": write_imagefolder,
+    "stanford_cars": write_stanford_cars, "imagefolder": write_imagefolder, "shards": write_shard_set,
 }  # fmt: skip
 
 

@@ -190,15 +190,23 @@ def test_one_batch_per_epoch_is_one_step_per_epoch_for_the_warmup():
     assert [lr_after(scheduler, step) for step in (0, 1, 2)] == pytest.approx([0.05, 0.1, 0.1])
 
 
-def test_training_logs_the_loss_and_the_lr_per_step():
+@pytest.mark.parametrize(("step", "every", "expected"), [(8, 4, True), (9, 4, False), (9, 0, False)])
+def test_the_loss_and_the_lr_are_logged_per_step_at_the_loggers_steps_only(step, every, expected):
     module = tiny_module()
     logged = {}
 
     def log(name, value, on_step=None, on_epoch=None, **kwargs):
-        # Lightning's defaults in training_step: on_step True, on_epoch False
-        logged[name] = (True if on_step is None else on_step, False if on_epoch is None else on_epoch)
+        # Lightning's defaults in on_train_batch_end: on_step True, on_epoch False
+        logged[name] = (float(value), True if on_step is None else on_step, False if on_epoch is None else on_epoch)
 
     module.log = log
     module.lr_schedulers = lambda: SimpleNamespace(get_last_lr=lambda: [0.1])
-    module.training_step((torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3])), 0)
-    assert logged == {"train/loss_step": (True, False), "train/lr": (True, False)}
+    module.trainer = SimpleNamespace(global_step=step, log_every_n_steps=every)
+    batch = (torch.randn(4, 3, 32, 32), torch.tensor([0, 1, 2, 3]))
+    loss = module.training_step(batch, 0)
+    assert logged == {}  # nothing from inside the step (callbacks/xla.py says why)
+    module.on_train_batch_end({"loss": loss}, batch, 0)
+    if expected:
+        assert logged == {"train/loss_step": (float(loss), True, False), "train/lr": (0.1, True, False)}
+    else:
+        assert logged == {}
