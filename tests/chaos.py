@@ -1,14 +1,15 @@
 """`make chaos`: kill a short quickstart run anywhere, resume it with --ckpt_path last, and compare its final weights
 (raw and EMA) with an uninterrupted run's, bit for bit (CPU).
 
-    python -m tests.chaos [--runs 12] [--seed 0] [--out DIR]
+    python -m tests.chaos [--runs 15] [--seed 0] [--out DIR]
 
 A reference run of the variant below (3 stages over 6 epochs of 5 steps, EMA, last.ckpt every 2 steps as well as
-every epoch), and one for 2 DDP processes; then `--runs` runs, each SIGKILLed at a point drawn with `--seed` from:
-the middle of an epoch (a step that is no checkpoint's), within a second of a stage's end (validation, the
-epoch's checkpoint, the new stage's loader, its first steps), halfway through writing a checkpoint file, and one
-rank of the 2-process run. Each is resumed with `--ckpt_path last` until it finishes. Prints a Markdown table
-and "K/N identical"; exits 1 unless every run is identical.
+every epoch), one for 2 DDP processes and one without stages; then `--runs` runs, each SIGKILLed at a point drawn
+with `--seed`, the kinds in turn: the middle of an epoch (a step that is no checkpoint's), within a second of a
+stage's end (validation, the epoch's checkpoint, the new stage's loader, its first steps), halfway through
+writing a checkpoint file, one rank of the 2-process run, the middle of an epoch of the run without stages. Each
+is resumed with `--ckpt_path last` until it finishes. Prints a Markdown table and "K/N identical"; exits 1 unless
+every run is identical.
 """
 
 from __future__ import annotations
@@ -35,29 +36,38 @@ VARIANT = [
     "--checkpoint.every_n_train_steps", "2", "--trainer.enable_progress_bar", "false",
     "--trainer.enable_model_summary", "false",
 ]  # fmt: skip
-DDP = ["--accelerator", "cpu", "--devices", "2"]
+DDP = ("--accelerator", "cpu", "--devices", "2")
 LAST = Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt")
 
 
 @dataclass
 class Kill:
-    kind: str  # mid-epoch, stage end, checkpoint write, DDP rank
+    kind: str  # mid-epoch, mid-epoch without stages, stage end, checkpoint write, DDP rank
     what: str  # the point, in words
     callback: dict  # the tests.kill_probe callback that kills
-    ddp: bool = False
+    options: tuple[str, ...] = ()  # what the run adds to VARIANT (DDP, no stages)
+
+
+KINDS = ("mid-epoch", "stage end", "checkpoint write", "DDP rank", "mid-epoch, no stages")
+NO_STAGES = (
+    "--progressive",
+    "null",
+    "--data.image_size",
+    "64",
+)  # no loader rebuilt at epoch starts: the loader's place comes from the datamodule
 
 
 def draw_kills(runs: int, seed: int) -> list[Kill]:
-    """`runs` kill points, a quarter of each kind (the rest mid-epoch), drawn from `seed`."""
+    """`runs` kill points, the kinds in turn, each point drawn from `seed`."""
     rng = random.Random(seed)
     mid_epoch = [s for s in range(1, STEPS_PER_EPOCH * EPOCHS) if s % STEPS_PER_EPOCH and s % 2]  # no checkpoint's
-    kinds = ["stage end", "checkpoint write", "DDP rank"] * (runs // 4)
-    kinds += ["mid-epoch"] * (runs - len(kinds))
     kills = []
-    for kind in sorted(kinds):
-        if kind == "mid-epoch":
+    for i in range(runs):
+        kind = KINDS[i % len(KINDS)]
+        if kind.startswith("mid-epoch"):
             step = rng.choice(mid_epoch)
-            kills.append(Kill(kind, f"step {step + 1} starts", {"SigkillAt": {"step": step}}))
+            options = NO_STAGES if kind.endswith("no stages") else ()
+            kills.append(Kill(kind, f"step {step + 1} starts", {"SigkillAt": {"step": step}}, options))
         elif kind == "stage end":
             epoch, seconds = rng.choice([1, 3]), round(rng.random(), 2)
             callback = {"SigkillAfterEpoch": {"epoch": epoch, "seconds": seconds}}
@@ -66,9 +76,9 @@ def draw_kills(runs: int, seed: int) -> list[Kill]:
             nth = rng.randint(2, 12)
             kills.append(Kill(kind, f"halfway through write {nth}", {"SigkillDuringWrite": {"nth": nth}}))
         else:
-            step, rank = rng.randrange(3, STEPS_PER_EPOCH * EPOCHS - 2), sum(k.ddp for k in kills) % 2 ^ 1
-            callback = {"SigkillAt": {"step": step, "rank": rank}}
-            kills.append(Kill(kind, f"rank {rank} as step {step + 1} starts", callback, ddp=True))
+            step, rank = rng.randrange(3, STEPS_PER_EPOCH * EPOCHS - 2), sum(bool(k.options == DDP) for k in kills) % 2
+            callback = {"SigkillAt": {"step": step, "rank": 1 - rank}}
+            kills.append(Kill(kind, f"rank {1 - rank} as step {step + 1} starts", callback, DDP))
     return kills
 
 
@@ -106,7 +116,7 @@ def identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> bool:
 
 
 def run_one(kill: Kill, folder: Path, reference: dict[str, torch.Tensor]) -> dict:
-    options = [*VARIANT, *(DDP if kill.ddp else [])]
+    options = [*VARIANT, *kill.options]
     progress = folder / "progress"
     watch = callbacks_option({"Progress": {"path": str(progress)}})
     code = train(folder, *options, callbacks_option(kill.callback), watch)
@@ -142,21 +152,23 @@ def _resumable(folder: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.chaos", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--runs", type=int, default=12)
+    parser.add_argument("--runs", type=int, default=15)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=None, help="default: a temporary folder")
     args = parser.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="chaos-"))
     started = time.monotonic()
+    kills = draw_kills(args.runs, args.seed)
     references = {}
-    for name, options in (("single", VARIANT), ("ddp", [*VARIANT, *DDP])):
-        if train(out / f"reference-{name}", *options) != 0:
-            print(f"the {name} reference run failed: {out / f'reference-{name}' / 'log.txt'}")
+    for options in sorted({kill.options for kill in kills}):
+        folder = out / ("reference" + "".join(options).replace("--", "-"))
+        if train(folder, *VARIANT, *options) != 0:
+            print(f"the reference run {' '.join(options)} failed: {folder / 'log.txt'}")
             return 1
-        references[name] = weights(out / f"reference-{name}" / LAST)
+        references[options] = weights(folder / LAST)
     rows = []
-    for i, kill in enumerate(draw_kills(args.runs, args.seed)):
-        row = run_one(kill, out / f"run{i:02d}", references["ddp" if kill.ddp else "single"])
+    for i, kill in enumerate(kills):
+        row = run_one(kill, out / f"run{i:02d}", references[kill.options])
         rows.append(row)
         print(f"run {i + 1}/{args.runs}: {row}", file=sys.stderr, flush=True)
     print("| kill point | where | exit | steps done | resumed from step | steps lost | identical |")
