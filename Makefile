@@ -20,9 +20,11 @@ install: $(STAMP)
 train: install
 	$(PY) train.py --config quickstart
 
+# Two test processes on the two cores (pytest-xdist), each with one torch thread (tests/conftest.py).
+TEST_JOBS ?= 2
 test: install
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_JOBS)
 
 test-slow: install
 	$(PY) -m pytest -m slow
@@ -43,7 +45,7 @@ $(XLA_STAMP): pyproject.toml
 test-xla: $(XLA_STAMP)
 	$(XLA_ENV) $(XLA_VENV)/bin/python -m pytest -m xla tests/test_xla.py -s
 
-# Kill a short run anywhere and resume it, against an uninterrupted one (tests/chaos.py; ~20 min on 2 cores).
+# Kill a short run anywhere and resume it, against an uninterrupted one (tests/chaos.py; 8-20 min on 2 cores).
 chaos: install
 	$(PY) -m tests.chaos
 

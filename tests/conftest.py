@@ -27,8 +27,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 @pytest.fixture(autouse=True)
 def _two_threads():
-    # `make mutants` runs two tests at once on the two cores: one thread each, not four spinning on two
-    torch.set_num_threads(1 if "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", "") else 2)
+    # `make test` (pytest-xdist) and `make mutants` run two tests at once on the two cores: one thread each, not
+    # four spinning on two
+    parallel = "PYTEST_XDIST_WORKER" in os.environ or "__mutmut_" in os.environ.get("MUTANT_UNDER_TEST", "")
+    torch.set_num_threads(1 if parallel else 2)
 
 
 def tiny_module(**kwargs) -> LitEfficientNet:

@@ -70,5 +70,7 @@ class Progress(L.Callback):
         self.path = Path(path)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        if trainer.is_global_zero:
-            self.path.write_text(str(trainer.global_step))
+        if trainer.is_global_zero:  # written whole or not at all: the kill may come at any moment
+            tmp = self.path.with_name(f"{self.path.name}.tmp")
+            tmp.write_text(str(trainer.global_step))
+            os.replace(tmp, self.path)

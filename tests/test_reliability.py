@@ -34,7 +34,9 @@ def _in_tmp(tmp_path, monkeypatch):
 
 
 def start_training(*extra: str) -> subprocess.Popen:
-    env = {**os.environ, "OMP_NUM_THREADS": "2", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    # As many threads as this process uses: a run compared bit for bit with one in this process must reduce alike.
+    threads = str(torch.get_num_threads())
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
     return subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

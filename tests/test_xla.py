@@ -66,12 +66,23 @@ def evaluation_graphs(report: dict) -> Counter:
     return +graphs
 
 
+def epoch_end_graphs(report: dict) -> Counter:
+    """Graphs compiled between an epoch's validation and the next epoch's first step (logged values, checkpoints),
+    per epoch."""
+    graphs = Counter()
+    for window in report["windows"]:
+        if window["window"] == "epoch_end":
+            graphs[window["epoch"]] += window["compiles"]
+    return graphs
+
+
 def summary(report: dict) -> str:
     steps = [w for w in report["windows"] if w["window"] == "step"]
     total = report["total"]
     return (
         f"{total['compiles']} compiles ({total['compile_s']:.0f} s of {report['wall_s']:.0f} s); training graphs per "
         f"size {dict(training_graphs(report))}; evaluation graphs per epoch {dict(evaluation_graphs(report))}; "
+        f"epoch-end graphs per epoch {dict(epoch_end_graphs(report))}; "
         f"reads inside {len(steps)} steps: {sum(w['reads'] for w in steps)}"
     )
 

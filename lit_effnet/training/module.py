@@ -260,6 +260,18 @@ class LitEfficientNet(LightningModule):
             self.log("train/loss_epoch", self._epoch_loss / self._epoch_batches, on_step=False, on_epoch=True)
             self._epoch_loss.zero_()
             self._epoch_batches = 0
+        self._end_graph()  # see on_validation_epoch_end
+
+    def on_validation_epoch_end(self) -> None:
+        # The module's epoch-end hook runs after the callbacks' and before Lightning reads the epoch's logged
+        # values: on XLA, what they logged becomes one graph here, so each value read later is a small graph of
+        # its own reduction, the same at every epoch (compiled once), not one made of whatever was pending.
+        self._end_graph()
+
+    def _end_graph(self) -> None:
+        from lit_effnet.callbacks import xla  # the callbacks package imports this module
+
+        xla.end_graph(self.device)
 
     def _eval_step(self, batch: tuple[torch.Tensor, torch.Tensor], split: str) -> torch.Tensor:
         images, targets = batch
