@@ -61,7 +61,7 @@ def evaluation_graphs(report: dict) -> Counter:
     """Evaluation-batch graphs compiled (each ended after its batch by XlaGraphBoundaries), per epoch."""
     graphs = Counter()
     for graph in report["graphs"]:
-        if graph["kind"] == "end_graph" and graph.get("window") == "eval":
+        if graph["kind"] == "end_graph" and graph.get("window") == "eval" and graph["by"] != "_end_graph":
             graphs[graph["epoch"]] += graph["compiles"]
     return +graphs
 
@@ -73,6 +73,9 @@ def epoch_end_graphs(report: dict) -> Counter:
     for window in report["windows"]:
         if window["window"] == "epoch_end":
             graphs[window["epoch"]] += window["compiles"]
+    for graph in report["graphs"]:  # the module's validation-epoch-end graph, in the last evaluation batch's window
+        if graph["kind"] == "end_graph" and graph.get("window") == "eval" and graph["by"] == "_end_graph":
+            graphs[graph["epoch"]] += graph["compiles"]
     return graphs
 
 
@@ -112,6 +115,10 @@ def test_the_quickstart_trains_on_xla_within_its_graph_and_host_read_bounds(tmp_
     # Evaluation (every epoch, at 64 px, 6 batches of which the last is shorter) compiles in the first one only:
     # the first batch, the others, the shorter last one.
     assert list(evaluation_graphs(report)) == [0] and evaluation_graphs(report)[0] <= 3
+    # Epoch ends (logged values, checkpoints): the first two of a process warm up; then nothing, but one graph at a
+    # stage's first epoch end (its new logged values) and two at the end of training.
+    ends = epoch_end_graphs(report)
+    assert ends[2] <= 1 and ends[3] == 0 and ends[4] <= 1 and ends[5] <= 2, ends
     saved = torch.load(tmp_path / LAST, weights_only=False, map_location="cpu")
     assert (saved["epoch"], saved["global_step"]) == (5, 30)
     assert (tmp_path / LAST).with_name("last.prev.ckpt").is_file()  # the atomic writer around XLA's
@@ -137,5 +144,7 @@ def test_the_papers_optimizer_under_random_resize_compiles_each_size_once_and_re
     assert training_graphs(resumed) == {size: 1 + (size == steps[13]) for size in sizes}
     assert [w for w in resumed["windows"] if w["window"] == "step" and w["reads"]] == []
     assert list(evaluation_graphs(resumed)) == [2]  # the first validation of this process
+    ends = epoch_end_graphs(resumed)  # random resize has no stages: after the process's first two, none but the last
+    assert ends[4] == 0 and ends[5] <= 2, ends
     final = torch.load(tmp_path / LAST, weights_only=False, map_location="cpu")
     assert (final["epoch"], final["global_step"]) == (5, 30)

@@ -87,7 +87,10 @@ def make_probe(out: Path):
             def counted_end_graph(device):
                 before = xla_counts()
                 end_graph(device)
-                probe.graphs.append({"kind": "end_graph", **(probe.current or {}), **_delta(before, xla_counts())})
+                by = sys._getframe(1).f_code.co_name  # the hook that ended the graph
+                probe.graphs.append(
+                    {"kind": "end_graph", **(probe.current or {}), "by": by, **_delta(before, xla_counts())}
+                )
 
             xla_precision.XLAPrecision.optimizer_step = optimizer_step
             graph_boundaries.end_graph = counted_end_graph

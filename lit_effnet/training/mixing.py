@@ -9,7 +9,7 @@ with CutMix, each image with its mirror in the same half (image[::-1]):
 One difference: the official code weights the CutMix labels by the mean box area of the half-batch; here
 each image's own box area is used (the CutMix paper's definition).
 
-The random draws are made on the host from numpy's global generator (seeded per epoch by EpochSeeding), so a
+The random draws are made on the host from numpy's global generator (seeded before every batch by BatchSeeding), so a
 batch on an accelerator is mixed without reading anything back from it.
 """
 
