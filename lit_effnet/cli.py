@@ -349,7 +349,9 @@ class EffNetCLI(LightningCLI):
         best = self.trainer.checkpoint_callback  # the first ModelCheckpoint: best_checkpoint()
         if self.trainer.is_global_zero and best is not None and best.best_model_path:
             last = Path(best.best_model_path).with_name("last.ckpt")
-            print(f"best {best.monitor} {float(best.best_model_score):.4f}: {best.best_model_path}")
+            # A spawning launcher (ddp_spawn) hands the parent the best path but not its score.
+            score = "" if best.best_model_score is None else f" {float(best.best_model_score):.4f}"
+            print(f"best {best.monitor}{score}: {best.best_model_path}")
             print(f"last: {last} (resume with --ckpt_path last)")
 
 

@@ -42,6 +42,19 @@ def test_two_process_ddp_rebuilds_stages_on_every_rank_with_disjoint_samples_and
     assert (tmp_path / "checkpoints/quickstart/version_0/checkpoints/last.ckpt").is_file()
 
 
+def test_a_spawning_launcher_carries_the_callbacks_to_its_processes_and_reports_the_best_checkpoint(tmp_path):
+    # ddp_spawn pickles the trainer with its callbacks into the processes it starts, as XLA's launcher does for
+    # several TPU devices; the parent then holds the best checkpoint's path but not its score.
+    ranks = two_ranks(
+        tmp_path, "--strategy", "ddp_spawn", "--trainer.max_epochs", "2", "--progressive.num_stages", "2",
+        "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+    )  # fmt: skip
+    for rank in ranks:
+        assert [(e["epoch"], e["world_size"], e["image_size"]) for e in rank] == [(0, 2, 48), (1, 2, 64)]
+    assert not set(ranks[0][0]["indices"]) & set(ranks[1][0]["indices"])
+    assert (tmp_path / "checkpoints/quickstart/version_0/checkpoints/last.ckpt").is_file()
+
+
 def test_random_resize_draws_the_same_size_on_every_rank_at_every_step(tmp_path):
     ranks = two_ranks(
         tmp_path, "--trainer.max_epochs", "2", "--progressive.mode", "random_resize",

@@ -80,6 +80,14 @@ class RankWatch(Callback):
         self._trainer: Trainer | None = None
         self._reporting = threading.Lock()
 
+    def __getstate__(self) -> dict[str, Any]:
+        # Spawning launchers (XLA's for several devices, ddp_spawn) pickle the trainer with its callbacks: the
+        # settings travel, the watch's thread, lock and event are made again in the process that receives them.
+        return {"resume_command": self.resume_command}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         dist = torch.distributed
         if stage != "fit" or trainer.world_size < 2 or not dist.is_initialized():
