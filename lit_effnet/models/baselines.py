@@ -30,11 +30,10 @@ LIBRARIES = ("timm", "torchvision")
 MAPPED = ("width", "depth", "dropout", "drop_path_rate")
 
 # ResNet stage tables (He et al. 2016, Table 1): block kind and blocks per stage. timm and torchvision both
-# build stages of 64, 128, 256, 512 planes (x4 out for bottlenecks) after a 64-channel 7x7 stem.
+# build stages of 64, 128, 256, 512 planes (x4 out for bottlenecks) after a 64-channel 7x7 stem, which timm's
+# plain-stem ResNets keep at 64 whatever the width (its stem_width only sizes the "deep" stems).
 RESNET_PLANES = (64, 128, 256, 512)
-RESNET_STEM = 64
 RESNETS: dict[str, tuple[Literal["basic", "bottleneck"], tuple[int, ...]]] = {
-    "resnet10t": ("basic", (1, 1, 1, 1)),
     "resnet18": ("basic", (2, 2, 2, 2)),
     "resnet26": ("bottleneck", (2, 2, 2, 2)),
     "resnet34": ("basic", (3, 4, 6, 3)),
@@ -118,11 +117,10 @@ def unscalable(name: str) -> dict[str, str]:
 
 
 def resnet_knobs(layers: tuple[int, ...], depth: float, width: float) -> dict[str, Any]:
-    """timm ResNet's own knobs for a depth and width multiplier: blocks per stage, channels per stage, stem."""
+    """timm ResNet's own knobs for a depth and width multiplier: blocks per stage and channels per stage."""
     return {
         "layers": tuple(round_repeats(n, depth) for n in layers),
         "channels": tuple(round_filters(c, width) for c in RESNET_PLANES),
-        "stem_width": round_filters(RESNET_STEM, width),
     }
 
 
