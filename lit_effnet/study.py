@@ -4,6 +4,9 @@
     python -m lit_effnet.study grid --config CONFIG --out DIR [--step 0.1] [-- overrides]
     python -m lit_effnet.study progressive --config CONFIG --out DIR [--seeds 0 1 2] [-- overrides]
 
+Each takes `--net timm:NAME` or `--net torchvision:NAME` (e.g. timm:resnet18, timm:mobilenetv2_050) instead of the
+config's model: width and depth then act on that family's blocks and channels per stage (models/baselines.py).
+
 - scaling: EfficientNet's compound scaling against single dimensions at equal FLOPs (Figure 8 and Table 3;
   `--curves` adds Figure 3: several multipliers per dimension). From the config's model as the base and a
   FLOPs factor 2^phi: the compound-scaled model (depth x alpha^phi, width x beta^phi, resolution x gamma^phi)
