@@ -48,6 +48,7 @@ from lit_effnet.callbacks.seeding import BatchSeeding
 from lit_effnet.data import ImageDataModule
 from lit_effnet.errors import CheckpointError, ConfigError, LitEffnetError, refuse_pinned
 from lit_effnet.models import VariantSpec, resolve_spec
+from lit_effnet.models.baselines import BaselineSpec, baseline_spec, is_library_name
 from lit_effnet.models.weights import load_pretrained, newest_checkpoint, read_checkpoint, weight_settings
 from lit_effnet.training import LitEfficientNet
 
@@ -355,9 +356,11 @@ class EffNetCLI(LightningCLI):
             print(f"last: {last} (resume with --ckpt_path last)")
 
 
-def _spec_of(model: Any) -> VariantSpec:
+def _spec_of(model: Any) -> VariantSpec | BaselineSpec:
     """The spec the model config builds, without building it (the largest variants stay cheap)."""
     kwargs = dict(model.model_kwargs or {})
+    if is_library_name(model.name) and not model.pretrained:  # timm:NAME, torchvision:NAME (study --net)
+        return baseline_spec(model.name, **kwargs)
     if model.pretrained:
         weights = load_pretrained(model.pretrained, source=model.pretrained_source, weights=model.pretrained_weights)
         return resolve_spec(weights.spec.name, **{**weight_settings(weights.spec), **kwargs})

@@ -4,6 +4,9 @@
     python -m lit_effnet.study grid --config CONFIG --out DIR [--step 0.1] [-- overrides]
     python -m lit_effnet.study progressive --config CONFIG --out DIR [--seeds 0 1 2] [-- overrides]
 
+Each takes `--net timm:NAME` or `--net torchvision:NAME` (e.g. timm:resnet18, timm:mobilenetv2_050) instead of the
+config's model: width and depth then act on that family's blocks and channels per stage (models/baselines.py).
+
 - scaling: EfficientNet's compound scaling against single dimensions at equal FLOPs (Figure 8 and Table 3;
   `--curves` adds Figure 3: several multipliers per dimension). From the config's model as the base and a
   FLOPs factor 2^phi: the compound-scaled model (depth x alpha^phi, width x beta^phi, resolution x gamma^phi)
@@ -35,13 +38,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from lit_effnet.callbacks.report import read_curve
 from lit_effnet.cli import configured, one_line, quiet, schedule_of, user_error
 from lit_effnet.cli import main as train_py
 from lit_effnet.errors import ConfigError
 from lit_effnet.models import EfficientNet
+from lit_effnet.models.baselines import create_baseline, is_library_name, unscalable
 from lit_effnet.models.complexity import count_macs, count_params
+from lit_effnet.models.regularization import Regularizer
 from lit_effnet.models.scaling import ALPHA, BETA, GAMMA, compound_grid
 
 MACS_TOLERANCE = 0.10  # single-dimension models match the compound one's multiply-adds within this
@@ -66,16 +72,30 @@ class Run:
 
 
 class Base:
-    """The config's model and data as the base of a study: its spec, kwargs and resolution."""
+    """The config's model and data as the base of a study: its spec, kwargs and resolution.
+
+    The model is a lit-effnet one, or (study --net) a timm/torchvision network whose width and depth
+    multipliers lit_effnet/models/baselines.py maps onto its family's blocks and channels per stage.
+    """
 
     def __init__(self, config_argv: list[str]) -> None:
         cli = configured(config_argv)
         net = cli.model.net
-        if not isinstance(net, EfficientNet):
-            raise ConfigError("the studies scale lit-effnet models: the config's model.name must be a lit-effnet name")
         self.config, self.name = cli.config, cli.model.hparams.name
         self.model_kwargs = dict(cli.model.hparams.model_kwargs or {})
-        self.spec = net.spec
+        self.library = is_library_name(self.name)
+        if self.library:
+            self.spec = None
+            self.width = float(self.model_kwargs.get("width", 1.0))
+            self.depth = float(self.model_kwargs.get("depth", 1.0))
+        elif isinstance(net, EfficientNet):
+            self.spec = net.spec
+            self.width, self.depth = self.spec.width, self.spec.depth
+        else:
+            raise ConfigError(
+                "the studies scale lit-effnet models and timm:NAME / torchvision:NAME networks: the config's "
+                "model.name must be one (or give --net)"
+            )
         # The resolution the config trains at: its data.image_size, else its progressive schedule's last size.
         # The studies' runs train at one size (--progressive null), so a max_epochs below the config's number
         # of stages is fine here: the last stage's size does not depend on how the epochs are split.
@@ -86,14 +106,23 @@ class Base:
         self.resolution = int(schedule_of(config)[-1]["image_size"])
         self.shape = Shape(width=1.0, depth=1.0, resolution=self.resolution)
 
-    def kwargs(self, shape: Shape) -> dict[str, Any]:
-        return {**self.model_kwargs, "width": self.spec.width * shape.width, "depth": self.spec.depth * shape.depth}
+    def require_scalable(self, study: str) -> None:
+        """Stop with one line when the network has no knob for width or depth (a library network outside
+        lit_effnet/models/baselines.py's tables, or torchvision's BasicBlock ResNets' width)."""
+        missing = unscalable(self.name) if self.library else {}
+        if missing:
+            dimension, why = next(iter(missing.items()))
+            raise ConfigError(f"study {study} --net {self.name}: cannot scale its {dimension}: {why}")
 
-    def model(self, shape: Shape) -> EfficientNet:
+    def kwargs(self, shape: Shape) -> dict[str, Any]:
+        return {**self.model_kwargs, "width": self.width * shape.width, "depth": self.depth * shape.depth}
+
+    def model(self, shape: Shape) -> nn.Module:
         from lit_effnet import create_model
 
+        build = create_baseline if self.library else create_model
         with torch.device("meta"):
-            return create_model(self.name, num_classes=10, **self.kwargs(shape))
+            return build(self.name, num_classes=10, **self.kwargs(shape))
 
     def macs(self, shape: Shape) -> int:
         return count_macs(self.model(shape), shape.resolution)
@@ -345,6 +374,10 @@ def progressive_runs(base: Base, seeds: Sequence[int]) -> list[Run]:
     adapted = [knob for knob in regularization if first[knob] != last[knob]]  # what adaptive regularization ramps
     if not adapted:
         raise ConfigError("study progressive: the config's schedule ramps no regularization (dropout, RandAugment...)")
+    regularizer = Regularizer(base.model(base.shape))  # each ramped knob must reach the network, or stop now
+    for knob in adapted:
+        if knob in ("dropout", "drop_path_rate"):
+            regularizer.require(knob, f"study progressive: progressive.{knob} ({base.name})")
     fixed_reg = [arg for knob in adapted for arg in (f"--progressive.{knob}", json.dumps([last[knob]] * 2))]
     schedules = {
         "fixed_size": ["--progressive.num_stages", "1"],
@@ -393,6 +426,11 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("--config", default="proxy", help="train.py config (default: the embedded proxy task)")
         p.add_argument("--out", required=True, type=Path, help="the study's folder")
         p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds per run (default: 0)")
+        p.add_argument(
+            "--net", help="the base network instead of the config's model: timm:NAME or torchvision:NAME (e.g. "
+            "timm:resnet18, timm:mobilenetv2_050) or a lit-effnet name, with the builder's defaults; its base width "
+            "and depth after --: --model.model_kwargs '{\"width\": 0.5}'",
+        )  # fmt: skip
         p.add_argument("overrides", nargs=argparse.REMAINDER, help="after --: train.py options for every run")
     scaling = sub.choices["scaling"]
     scaling.add_argument("--phi", type=float, default=1.0, help="FLOPs factor 2^phi (default 1)")
@@ -407,10 +445,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet()
     args = _parser().parse_args(argv)
     overrides = [a for a in args.overrides if a != "--"]
-    config_argv = ["--config", args.config, *overrides]
+    # --net replaces the config's model and its model_kwargs (the proxy's are EfficientNet's); the overrides after
+    # it may set the base network's own.
+    net = ["--model.name", args.net, "--model.model_kwargs", "{}"] if args.net else []
+    config_argv = ["--config", args.config, *net, *overrides]
     try:
         base = Base(config_argv)
         study = Study(args.out, config_argv)
+        if args.study in ("scaling", "grid"):
+            base.require_scalable(args.study)
         if args.study == "scaling":
             results = study.run_all(scaling_runs(base, args.phi, args.curves, args.seeds))
             columns = ["method", "phi", "depth", "width", "resolution", "macs", "params", "seed", "acc1", "best_acc1",
@@ -426,8 +469,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_table(args.out, results, ["alpha", "beta", "gamma", "macs", "params", "seed", "acc1", "best_acc1"])
             print(f"[study] {plot_grid(args.out, results)}")
             alpha, beta, gamma = results[0]["coefficients"]
-            family = base.spec.family
-            print(f'[study] best: create_model("{family}", phi=1.0, alpha={alpha:g}, beta={beta:g}, gamma={gamma:g})')
+            if base.library:
+                shape = compound(base, 1.0, alpha, beta, gamma)
+                print(f"[study] best: --model.name {base.name} --model.model_kwargs '{json.dumps(base.kwargs(shape))}' "
+                      f"--data.image_size {shape.resolution}")  # fmt: skip
+            else:
+                call = f'create_model("{base.spec.family}", phi=1.0, alpha={alpha:g}, beta={beta:g}, gamma={gamma:g})'
+                print(f"[study] best: {call}")
         else:
             results = study.run_all(progressive_runs(base, args.seeds))
             write_table(args.out, results, ["schedule", "seed", "train_s", "acc1", "best_acc1"])

@@ -100,7 +100,7 @@ def test_v2_s_config_runs_end_to_end_and_its_recipe_reaches_the_optimizer(tmp_pa
     assert groups[0]["lr"] == pytest.approx(0.016 * 4 / 256 * 13 / 15)
 
 
-TRANSFER = ["cifar10", "cifar100", "flowers102", "stanford_cars"]
+TRANSFER = ["cifar10", "cifar100", "flowers102", "stanford_cars", "oxford_pets", "fgvc_aircraft", "food101", "birdsnap"]
 
 
 @pytest.mark.parametrize("name", TRANSFER)
@@ -108,6 +108,21 @@ def test_transfer_configs_train_on_their_dataset_at_the_models_size_without_stag
     (stage,) = schedule(capsys, "--config", f"transfer/{name}")
     assert stage["image_size"] == VARIANTS["efficientnetv2_s"].train_size
     assert stage["epochs"] == [0, None]  # step-based: 10,000 steps
+
+
+@pytest.mark.parametrize(
+    ("name", "classes"), [("oxford_pets", 37), ("fgvc_aircraft", 100), ("food101", 101), ("birdsnap", 3)]
+)
+def test_v1s_other_transfer_configs_reach_their_dataset_class_count_and_the_transfer_recipe(tmp_path, name, classes):
+    from tests.data.fixtures import write_birdsnap
+
+    write_birdsnap(tmp_path)  # Birdsnap's class count is its species folders' (3 here); the others' are fixed
+    cli = configured(["--config", f"transfer/{name}", "--data.root", str(tmp_path), "--accelerator", "cpu"])
+    assert cli.datamodule.hparams.name == name and cli.model.num_classes == classes
+    assert cli.model.net.classifier.out_features == classes
+    h = cli.model.hparams
+    assert (h.optimizer, h.lr_per_256, h.weight_decay, h.lr_schedule) == ("sgd", 0.0005, 0.0, "cosine")
+    assert cli.trainer.max_steps == 10000 and cli.trainer.accumulate_grad_batches == 8
 
 
 def test_the_official_overlay_trains_at_the_eval_size(capsys):

@@ -18,7 +18,16 @@ from pathlib import Path
 
 import numpy as np
 from torch.utils.data import Dataset
-from torchvision.datasets import CIFAR10, CIFAR100, Flowers102, ImageFolder, StanfordCars
+from torchvision.datasets import (
+    CIFAR10,
+    CIFAR100,
+    FGVCAircraft,
+    Flowers102,
+    Food101,
+    ImageFolder,
+    OxfordIIITPet,
+    StanfordCars,
+)
 
 from lit_effnet.data.decode import load_rgb, read_encoded
 from lit_effnet.errors import ConfigError, DataError, DatasetNotFoundError
@@ -204,6 +213,99 @@ def load_stanford_cars_splits(root: Path) -> Splits:
     return Splits(train=train, val=test, test=test, classes=list(train.classes))
 
 
+class FileListDataset(Dataset):
+    """Image files and their labels, each read by `loader` (torchvision parsed the lists; we decode)."""
+
+    def __init__(self, files: Sequence[str | os.PathLike], labels: Sequence[int], loader: Callable[[str], object]):
+        self.files, self.labels, self.loader = [str(f) for f in files], list(labels), loader
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int) -> tuple[object, int]:
+        return self.loader(self.files[index]), self.labels[index]
+
+
+def load_oxford_pets_splits(root: Path) -> Splits:
+    """Oxford-IIIT Pets (37 breeds): annotations/trainval.txt for training, annotations/test.txt for evaluation,
+    in torchvision's layout; class k is the lists' class id k + 1, named as torchvision names it."""
+    folder = root / "oxford-iiit-pet"
+    how = (
+        "Get images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ and extract "
+        f"both into {folder} (or torchvision.datasets.OxfordIIITPet('{root}', download=True))."
+    )
+    _require([folder / "images", folder / "annotations" / "trainval.txt", folder / "annotations" / "test.txt"],
+             "oxford_pets", how)  # fmt: skip
+    # torchvision's class opens PIL images itself; its parsed lists are read here with our loaders.
+    train, test = (OxfordIIITPet(str(root), split=s) for s in ("trainval", "test"))
+    check_classes(train.classes, 37, f"{folder}/annotations/trainval.txt", "oxford_pets (37 breeds)")
+    return Splits(
+        train=FileListDataset(train._images, train._labels, read_encoded),
+        val=(evaluated := FileListDataset(test._images, test._labels, load_rgb)),
+        test=evaluated,
+        classes=list(train.classes),
+    )
+
+
+def load_fgvc_aircraft_splits(root: Path) -> Splits:
+    """FGVC Aircraft at its variant level (100 classes, as the V1 paper): trainval for training, test for
+    evaluation, in torchvision's layout fgvc-aircraft-2013b/data/."""
+    folder = root / "fgvc-aircraft-2013b" / "data"
+    how = (
+        "Get fgvc-aircraft-2013b.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ and extract it "
+        f"into {root} (or torchvision.datasets.FGVCAircraft('{root}', download=True))."
+    )
+    lists = ("variants.txt", "images_variant_trainval.txt", "images_variant_test.txt")
+    _require([folder / "images", *(folder / name for name in lists)], "fgvc_aircraft", how)
+    kwargs = {"annotation_level": "variant"}
+    train = FGVCAircraft(str(root), split="trainval", loader=read_encoded, **kwargs)
+    test = FGVCAircraft(str(root), split="test", loader=load_rgb, **kwargs)
+    check_classes(train.classes, 100, f"{folder}/variants.txt", "fgvc_aircraft (100 variants)")
+    return Splits(train=train, val=test, test=test, classes=list(train.classes))
+
+
+def load_food101_splits(root: Path) -> Splits:
+    """Food-101 (101 dishes, 750 train / 250 test images each): meta/train.json and meta/test.json in
+    torchvision's layout; classes in sorted order, as torchvision orders them."""
+    folder = root / "food-101"
+    how = (
+        "Get food-101.tar.gz from https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ and extract it into "
+        f"{root} (or torchvision.datasets.Food101('{root}', download=True))."
+    )
+    _require([folder / "images", folder / "meta" / "train.json", folder / "meta" / "test.json"], "food101", how)
+    train = Food101(str(root), split="train", loader=read_encoded)
+    test = Food101(str(root), split="test", loader=load_rgb)
+    check_classes(train.classes, 101, f"{folder}/meta/train.json", "food101 (101 dishes)")
+    return Splits(train=train, val=test, test=test, classes=list(train.classes))
+
+
+BIRDSNAP_HOW_TO = (
+    "Birdsnap has no torchvision loader and most of its image URLs are gone: lay what you have out as "
+    "{folder}/train/<species>/<image> and {folder}/test/<species>/<image>, the test images being those of the "
+    "dataset's test_images.txt (data/README.md)."
+)
+
+
+def load_birdsnap_splits(root: Path) -> Splits:
+    """Birdsnap (500 species when complete) from class folders: birdsnap/train/<species>/ and birdsnap/test/."""
+    folder = root / "birdsnap"
+    how = BIRDSNAP_HOW_TO.format(folder=folder)
+    _require([folder / "train", folder / "test"], "birdsnap", how)
+    train, test = _image_folder(folder / "train", read_encoded, how), _image_folder(folder / "test", load_rgb, how)
+    if test.classes != train.classes:
+        extra = sorted(set(test.classes) ^ set(train.classes))
+        raise DatasetNotFoundError(
+            f"birdsnap: {folder}/test and {folder}/train have different species folders (first difference {extra[0]!r})"
+        )
+    return Splits(train=train, val=test, test=test, classes=list(train.classes))
+
+
+def birdsnap_classes(root: Path) -> list[str]:
+    train = root / "birdsnap" / "train"
+    _require([train], "birdsnap", BIRDSNAP_HOW_TO.format(folder=root / "birdsnap"))
+    return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
+
+
 def load_imagefolder_splits(root: Path) -> Splits:
     """ImageNet-style class folders: {root}/train/<class>/*.jpg and {root}/val/<class>/*.jpg."""
     how = (
@@ -263,6 +365,16 @@ DATASETS: dict[str, DatasetEntry] = {
     ),
     "flowers102": DatasetEntry(load=load_flowers102_splits, num_classes=102, where="flowers-102/"),
     "stanford_cars": DatasetEntry(load=load_stanford_cars_splits, num_classes=196, where="stanford_cars/"),
+    "oxford_pets": DatasetEntry(load=load_oxford_pets_splits, num_classes=37, where="oxford-iiit-pet/"),
+    "fgvc_aircraft": DatasetEntry(
+        load=load_fgvc_aircraft_splits, num_classes=100, where="fgvc-aircraft-2013b/ (variant level)"
+    ),
+    "food101": DatasetEntry(load=load_food101_splits, num_classes=101, where="food-101/"),
+    "birdsnap": DatasetEntry(
+        load=load_birdsnap_splits,
+        num_classes=lambda root: len(birdsnap_classes(root)),
+        where="birdsnap/train/<species>/, birdsnap/test/<species>/",
+    ),
     "imagefolder": DatasetEntry(
         load=load_imagefolder_splits, num_classes=lambda root: len(imagefolder_classes(root)), where="train/, val/"
     ),

@@ -15,6 +15,7 @@ from torch.optim.lr_scheduler import LambdaLR
 
 from lit_effnet.errors import CheckpointError, ConfigError, WeightsMismatchError, refuse_pinned
 from lit_effnet.models import create_model
+from lit_effnet.models.baselines import create_baseline, is_library_name
 from lit_effnet.models.data_config import DataConfig, data_config
 from lit_effnet.models.efficientnet import EfficientNet
 from lit_effnet.models.regularization import Regularizer
@@ -39,7 +40,8 @@ class LitEfficientNet(LightningModule):
     """Trains a classifier with the EfficientNet papers' recipe (facts 4).
 
     Args:
-        name: a `lit_effnet.create_model` name; or pass `net` instead.
+        name: a `lit_effnet.create_model` name, or a library's network as timm:NAME or torchvision:NAME
+            (lit_effnet/models/baselines.py: its width and depth on the family's own knobs); or pass `net`.
         num_classes: classifier width (the CLI takes it from the datamodule).
         net: any classification `nn.Module` (ours, timm's, torchvision's); hyperparameters do not store it.
         model_kwargs: `create_model` overrides (width, depth, dropout, drop_path_rate, bn_momentum,
@@ -124,7 +126,8 @@ class LitEfficientNet(LightningModule):
         self.save_hyperparameters(ignore=["net"])
         if net is None:
             try:
-                net = create_model(name, num_classes=num_classes, **(model_kwargs or {}))
+                build = create_baseline if is_library_name(name) else create_model
+                net = build(name, num_classes=num_classes, **(model_kwargs or {}))
             except ConfigError as err:
                 raise ConfigError(f"model: {err}") from None
             if weights is not None:

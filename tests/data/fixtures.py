@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -112,3 +113,117 @@ def write_shard_set(root: Path) -> None:
     source = root.parent / f"{root.name}-source"
     write_imagefolder(source)
     write_shards("imagefolder", str(source), str(root), log=lambda line: None)
+
+
+# The 37 breeds of Oxford-IIIT Pets in their class-id order (1-based in the lists); cats are capitalised.
+PET_BREEDS = [
+    "Abyssinian",
+    "american_bulldog",
+    "american_pit_bull_terrier",
+    "basset_hound",
+    "beagle",
+    "Bengal",
+    "Birman",
+    "Bombay",
+    "boxer",
+    "British_Shorthair",
+    "chihuahua",
+    "Egyptian_Mau",
+    "english_cocker_spaniel",
+    "english_setter",
+    "german_shorthaired",
+    "great_pyrenees",
+    "havanese",
+    "japanese_chin",
+    "keeshond",
+    "leonberger",
+    "Maine_Coon",
+    "miniature_pinscher",
+    "newfoundland",
+    "Persian",
+    "pomeranian",
+    "pug",
+    "Ragdoll",
+    "Russian_Blue",
+    "saint_bernard",
+    "samoyed",
+    "scottish_terrier",
+    "shiba_inu",
+    "Siamese",
+    "Sphynx",
+    "staffordshire_bull_terrier",
+    "wheaten_terrier",
+    "yorkshire_terrier",
+]
+
+
+def write_oxford_pets(root: Path) -> dict[str, list[str]]:
+    """One trainval image per breed and 3 test images, listed as annotations/{trainval,test}.txt list them:
+    `<image id> <class id> <species: 1 cat, 2 dog> <breed id>`."""
+    folder = root / "oxford-iiit-pet"
+    ids = {"trainval": [f"{breed}_1" for breed in PET_BREEDS], "test": ["pug_7", "Abyssinian_9", "Sphynx_2"]}
+    (folder / "annotations" / "trimaps").mkdir(parents=True)
+    for split, image_ids in ids.items():
+        lines = []
+        for image_id in image_ids:
+            breed = image_id.rsplit("_", 1)[0]
+            class_id = PET_BREEDS.index(breed) + 1
+            species = 1 if breed[0].isupper() else 2
+            same_species = [b for b in PET_BREEDS if b[0].isupper() == (species == 1)]
+            lines.append(f"{image_id} {class_id} {species} {same_species.index(breed) + 1}")
+            _jpg(folder / "images" / f"{image_id}.jpg", class_id)
+        (folder / "annotations" / f"{split}.txt").write_text("\n".join(lines) + "\n")
+    return ids
+
+
+# FGVC Aircraft's variant names hold spaces and slashes ("Boeing 717", "F-16A/B"); the lists split at the first space.
+AIRCRAFT_VARIANTS = ["707-320", "Boeing 717", "F-16A/B", *(f"Variant {i:02d}" for i in range(97))]
+
+
+def write_fgvc_aircraft(root: Path) -> dict[str, list[tuple[str, str]]]:
+    """fgvc-aircraft-2013b/data: variants.txt (100 lines) and images_variant_{trainval,test}.txt of 7-digit ids."""
+    folder = root / "fgvc-aircraft-2013b" / "data"
+    folder.mkdir(parents=True)
+    (folder / "variants.txt").write_text("\n".join(AIRCRAFT_VARIANTS) + "\n")
+    splits = {
+        "trainval": [
+            ("1025794", "707-320"),
+            ("0034309", "F-16A/B"),
+            ("2234567", "Variant 96"),
+            ("0056978", "Boeing 717"),
+        ],
+        "test": [("1514522", "Boeing 717"), ("0062765", "707-320"), ("1919191", "F-16A/B")],
+    }
+    for split, rows in splits.items():
+        for image_id, variant in rows:
+            _jpg(folder / "images" / f"{image_id}.jpg", AIRCRAFT_VARIANTS.index(variant), size=(50, 30))
+        (folder / f"images_variant_{split}.txt").write_text("".join(f"{i} {v}\n" for i, v in rows))
+    return splits
+
+
+FOOD_CLASSES = ["apple_pie", "baby_back_ribs", "baklava", *(f"dish_{i:03d}" for i in range(98))]
+
+
+def write_food101(root: Path) -> dict[str, dict[str, list[str]]]:
+    """food-101/meta/{train,test}.json ({class: ["class/id", ...]}, all 101 classes) and images/<class>/<id>.jpg."""
+    folder = root / "food-101"
+    meta = {
+        "train": {name: [] for name in FOOD_CLASSES}
+        | {"baklava": ["baklava/1034361", "baklava/1218"], "apple_pie": ["apple_pie/1005649"]},
+        "test": {name: [] for name in FOOD_CLASSES} | {"baby_back_ribs": ["baby_back_ribs/1001"]},
+    }
+    (folder / "meta").mkdir(parents=True)
+    for split, lists in meta.items():
+        (folder / "meta" / f"{split}.json").write_text(json.dumps(lists))
+        for name, rel_paths in lists.items():
+            for rel in rel_paths:
+                _jpg(folder / "images" / f"{rel}.jpg", FOOD_CLASSES.index(name))
+    return meta
+
+
+def write_birdsnap(root: Path, species=("Acadian_Flycatcher", "Black_Tern", "Zone-tailed_Hawk")) -> None:
+    """birdsnap/{train,test}/<species>/<image>.jpg: the class-folder layout data/README.md describes."""
+    for split, n in (("train", 2), ("test", 1)):
+        for label, name in enumerate(species):
+            for i in range(n):
+                _jpg(root / "birdsnap" / split / name / f"{i}.jpg", label)

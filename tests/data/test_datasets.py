@@ -7,12 +7,19 @@ from PIL import Image
 
 from lit_effnet.data.datasets import DATASETS, load_splits, num_classes_of
 from lit_effnet.data.decode import EncodedImage, image_shape, load_rgb
-from lit_effnet.errors import ConfigError, CorruptImageError, DatasetNotFoundError
+from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
 from tests.data.fixtures import (
+    AIRCRAFT_VARIANTS,
+    FOOD_CLASSES,
+    PET_BREEDS,
+    write_birdsnap,
     write_cifar10,
     write_cifar100,
+    write_fgvc_aircraft,
     write_flowers102,
+    write_food101,
     write_imagefolder,
+    write_oxford_pets,
     write_shard_set,
     write_stanford_cars,
 )
@@ -72,7 +79,9 @@ def test_imagefolder_reads_class_folders_and_counts_classes_cheaply(tmp_path):
     assert num_classes_of("imagefolder", tmp_path) == 3
 
 
-@pytest.mark.parametrize("name", ["flowers102", "stanford_cars", "imagefolder"])
+@pytest.mark.parametrize(
+    "name", ["flowers102", "stanford_cars", "imagefolder", "oxford_pets", "fgvc_aircraft", "food101", "birdsnap"]
+)
 def test_train_splits_of_files_hand_over_the_encoded_file_and_eval_splits_the_decoded_image(tmp_path, name):
     """The train transform decodes only what its crop needs; evaluation decodes the whole image (load_rgb)."""
     FIXTURES[name](tmp_path)
@@ -93,6 +102,10 @@ def test_train_splits_of_files_hand_over_the_encoded_file_and_eval_splits_the_de
         ("flowers102", "flowers-102"),
         ("stanford_cars", "stanford_cars"),
         ("imagefolder", "train"),
+        ("oxford_pets", "oxford-iiit-pet"),
+        ("fgvc_aircraft", "fgvc-aircraft-2013b"),
+        ("food101", "food-101"),
+        ("birdsnap", "birdsnap"),
     ],
 )
 def test_a_missing_dataset_names_the_path_and_how_to_get_it(tmp_path, name, missing):
@@ -100,7 +113,7 @@ def test_a_missing_dataset_names_the_path_and_how_to_get_it(tmp_path, name, miss
         load_splits(name, tmp_path)
     message = str(err.value)
     assert str(tmp_path / missing) in message and "\n" not in message
-    assert any(word in message for word in ("http", "Download", "Lay the data out", "get the images"))
+    assert any(word in message for word in ("http", "Download", "Lay the data out", "get the images", "lay what you"))
 
 
 def test_an_incomplete_dataset_names_the_first_missing_file(tmp_path):
@@ -142,6 +155,8 @@ def test_unknown_dataset_names_the_key_and_the_registered_choices():
 FIXTURES = {
     "cifar10": write_cifar10, "cifar100": write_cifar100, "flowers102": write_flowers102,
     "stanford_cars": write_stanford_cars, "imagefolder": write_imagefolder, "shards": write_shard_set,
+    "oxford_pets": write_oxford_pets, "fgvc_aircraft": write_fgvc_aircraft, "food101": write_food101,
+    "birdsnap": write_birdsnap,
 }  # fmt: skip
 
 
@@ -160,3 +175,59 @@ def test_digits_rotation_labels_how_each_scan_is_turned():
         assert np.array_equal(np.rot90(digits.train[i][0], turns), image)
     labels = [rotation.train[i][1] for i in range(len(rotation.train))]
     assert min(np.bincount(labels)) > 300  # all four rotations, roughly balanced
+
+
+def test_oxford_pets_trains_on_trainval_and_evaluates_on_test_with_the_lists_class_ids(tmp_path):
+    ids = write_oxford_pets(tmp_path)
+    splits = load_splits("oxford_pets", tmp_path)
+    assert (len(splits.train), len(splits.test), len(splits.classes)) == (37, 3, 37)
+    # class k is the lists' 1-based class id k + 1, named as torchvision names it (title-cased breed)
+    assert (
+        splits.classes[0] == "Abyssinian" and splits.classes[25] == "Pug" and splits.classes[36] == "Yorkshire Terrier"
+    )
+    assert [splits.test[i][1] for i in range(3)] == [PET_BREEDS.index(i.rsplit("_", 1)[0]) for i in ids["test"]]
+    assert splits.train[1][1] == 1 and isinstance(splits.train[1][0], EncodedImage)
+    assert splits.test[0][0].shape == (30, 40, 3) and splits.val is splits.test
+
+
+def test_fgvc_aircraft_reads_the_variant_level_trainval_and_test_lists(tmp_path):
+    lists = write_fgvc_aircraft(tmp_path)
+    splits = load_splits("fgvc_aircraft", tmp_path)
+    assert splits.classes == AIRCRAFT_VARIANTS and len(splits.classes) == 100  # variants.txt's order
+    assert [splits.train[i][1] for i in range(4)] == [AIRCRAFT_VARIANTS.index(v) for _, v in lists["trainval"]]
+    assert [splits.test[i][1] for i in range(3)] == [AIRCRAFT_VARIANTS.index(v) for _, v in lists["test"]]
+    assert Path(splits.train[1][0].path).name == "0034309.jpg" and splits.test[0][0].shape == (30, 50, 3)
+
+
+def test_food101_reads_the_meta_lists_with_classes_in_sorted_order(tmp_path):
+    meta = write_food101(tmp_path)
+    splits = load_splits("food101", tmp_path)
+    assert splits.classes == sorted(FOOD_CLASSES) and len(splits.classes) == 101
+    assert (len(splits.train), len(splits.test)) == (3, 1)
+    train = {Path(splits.train[i][0].path).stem: splits.train[i][1] for i in range(3)}
+    assert train == {"1005649": splits.classes.index("apple_pie"), "1034361": 2, "1218": 2}
+    assert splits.test[0][1] == splits.classes.index("baby_back_ribs") == 1
+    assert meta["test"]["baby_back_ribs"] == ["baby_back_ribs/1001"]
+
+
+def test_birdsnap_reads_species_folders_and_counts_them_before_reading_images(tmp_path):
+    write_birdsnap(tmp_path)
+    splits = load_splits("birdsnap", tmp_path)
+    assert splits.classes == ["Acadian_Flycatcher", "Black_Tern", "Zone-tailed_Hawk"]
+    assert (len(splits.train), len(splits.test)) == (6, 3) and num_classes_of("birdsnap", tmp_path) == 3
+    assert [splits.test[i][1] for i in range(3)] == [0, 1, 2]
+
+
+def test_birdsnap_with_other_species_in_test_than_in_train_is_refused(tmp_path):
+    write_birdsnap(tmp_path)
+    (tmp_path / "birdsnap" / "test" / "Black_Tern").rename(tmp_path / "birdsnap" / "test" / "Black_Rail")
+    with pytest.raises(DatasetNotFoundError, match="different species folders"):
+        load_splits("birdsnap", tmp_path)
+
+
+def test_a_pets_list_that_names_fewer_than_37_breeds_is_refused(tmp_path):
+    write_oxford_pets(tmp_path)
+    listing = tmp_path / "oxford-iiit-pet" / "annotations" / "trainval.txt"
+    listing.write_text("".join(line + "\n" for line in listing.read_text().splitlines() if not line.startswith("pug")))
+    with pytest.raises(DataError, match="holds 36 classes, oxford_pets \\(37 breeds\\) expects 37"):
+        load_splits("oxford_pets", tmp_path)
