@@ -92,3 +92,21 @@ def test_a_skipped_step_leaves_the_weights_and_the_optimizer_state_as_they_were(
     weights = [k for k in snapshots[1] if k.endswith("weight") and "bn" not in k]
     assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in weights)  # step 2 (the NaN one) changed nothing
     assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in weights)  # step 3 trained again
+
+
+def test_the_guard_stops_by_default_and_trains_every_clean_step_as_an_unguarded_run_does(tmp_path):
+    def trained(callbacks):
+        L.seed_everything(0)
+        module = tiny_module(nonfinite_loss="ignore")  # no guard of its own: only the one given here
+        trainer = fast_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(module, tiny_datamodule(seed=0))
+        return module.state_dict()
+
+    guard = NonFiniteLossGuard()
+    guarded, unguarded = trained([guard]), trained([])
+    assert guard.skipped_steps == 0 and all(torch.equal(guarded[k], unguarded[k]) for k in unguarded)
+    module = tiny_module(nonfinite_loss="ignore")
+    module.loss = _PoisonLoss(module, step=0)
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[NonFiniteLossGuard()])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite training loss in one of steps 1-2 \(epoch 0\)"):
+        trainer.fit(module, tiny_datamodule())
