@@ -67,13 +67,14 @@ def test_stop_mode_reads_the_device_only_at_logging_steps_epoch_ends_and_checkpo
     assert reads == [4, 5, 6, 6, 8, 10, 12, 12, 12, 12]
 
 
-def test_skip_mode_skips_the_update_and_counts_it(tmp_path):
+def test_skip_mode_skips_each_update_and_counts_them(tmp_path):
     module = tiny_module(nonfinite_loss="skip")
     module.loss = _PoisonLoss(module, step=2)
+    module.loss = _PoisonLoss(module, step=4)  # and a second one
     trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=5)
     trainer.fit(module, tiny_datamodule())
     guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
-    assert guard.skipped_steps == 1 and trainer.callback_metrics["train/skipped_steps"] == 1
+    assert guard.skipped_steps == 2 and trainer.callback_metrics["train/skipped_steps"] == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
