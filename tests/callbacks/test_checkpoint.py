@@ -6,6 +6,7 @@ import sys
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lit_effnet.callbacks.checkpoint import (
     AtomicCheckpointIO,
@@ -169,3 +170,22 @@ def test_the_best_checkpoint_is_the_epoch_of_the_highest_accuracy_alone_and_a_ti
     assert kept["epoch"] == 1 and kept["global_step"] == 4 and float(best.best_model_score) == 0.75
     # Its weights are epoch 1's: two SGD steps of lr 0.1 on sum(w x + b) per epoch, with x = (1, 1).
     assert kept["state_dict"]["layer.bias"].item() == pytest.approx(module.layer.bias.item() + 6 * 0.1, abs=1e-6)
+
+
+def test_the_writer_creates_missing_folders_and_hands_remote_paths_to_the_wrapped_writer_unchanged(tmp_path):
+    class Recorder(TorchCheckpointIO):
+        def __init__(self):
+            self.calls = []
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            self.calls.append((checkpoint, str(path), storage_options))
+            if "://" not in str(path):
+                super().save_checkpoint(checkpoint, path)
+
+    recorder, checkpoint = Recorder(), {"epoch": 3}
+    writer = AtomicCheckpointIO(recorder)
+    writer.save_checkpoint(checkpoint, "s3://bucket/run/last.ckpt", storage_options={"anon": True})
+    assert recorder.calls == [(checkpoint, "s3://bucket/run/last.ckpt", {"anon": True})]  # no temporary file
+    nested = tmp_path / "new" / "folders" / "last.ckpt"
+    writer.save_checkpoint(checkpoint, nested)
+    assert torch.load(nested, weights_only=False) == checkpoint and list(nested.parent.iterdir()) == [nested]
