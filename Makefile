@@ -60,7 +60,9 @@ MUTANTS ?= lit_effnet.models.scaling.* lit_effnet.models.efficientnet.* lit_effn
 	lit_effnet.callbacks.ema.* lit_effnet.training.optim.* lit_effnet.training.mixing.* \
 	lit_effnet.training.module.*ǁloss__mutmut_* lit_effnet.training.module.*ǁtraining_step__mutmut_* \
 	lit_effnet.training.module.*ǁconfigure_optimizers__mutmut_* lit_effnet.data.randaugment.* \
-	lit_effnet.data.transforms.*
+	lit_effnet.data.transforms.* lit_effnet.data.decode.* lit_effnet.callbacks.xla.* lit_effnet.callbacks.seeding.* \
+	lit_effnet.callbacks.nonfinite.* lit_effnet.models.weights.* lit_effnet.export.* lit_effnet.callbacks.checkpoint.* \
+	lit_effnet.callbacks.ranks.* lit_effnet.data.datamodule.* lit_effnet.cli.* lit_effnet.data.shards.*
 MUTMUT_JOBS ?= 2
 
 mutants: install

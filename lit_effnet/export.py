@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import json
+import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from typing import Literal, get_args
 import torch
 from torch import nn
 
-from lit_effnet.errors import ConfigError
+from lit_effnet.errors import ConfigError, WeightsMismatchError
 from lit_effnet.models.efficientnet import EfficientNet
 from lit_effnet.models.weights import SPEC_METADATA_KEY, spec_to_json, to_timm, to_torchvision
 
@@ -41,6 +42,10 @@ METADATA_FILE = "lit_effnet.json"  # inside the .pt2 archive (torch.export.load(
 
 class ExportMismatchError(RuntimeError):
     """The exported model's outputs differ from ours by more than the tolerance (the file is kept)."""
+
+
+class NonFiniteModelError(WeightsMismatchError):
+    """The model to export gives NaN or infinite outputs (its weights are not finite): bad input, not a bug."""
 
 
 @dataclass(frozen=True)
@@ -215,16 +220,25 @@ def export_model(
     else:
         target, load, run, notes = _write_torchvision(net, out, metadata)
 
-    diff = scale = 0.0
+    diffs, scales = [], []
     with torch.no_grad():
         for x in batches:
             ours, theirs = net(x), run(x)
             if theirs.shape != ours.shape:
                 raise ExportMismatchError(f"{out}: output shape {tuple(theirs.shape)}, ours {tuple(ours.shape)}")
-            diff = max(diff, float((theirs - ours).abs().max()))
-            scale = max(scale, float(ours.abs().max()))
+            diffs.append((theirs - ours).abs().max())
+            scales.append(ours.abs().max())
+    # Folded with torch's max, which keeps a NaN: Python's max(0.0, nan) is 0.0 and would pass the check below.
+    diff, scale = float(torch.stack(diffs).max()), float(torch.stack(scales).max())
     result = ExportResult(out, fmt, net.spec.name, target, size, diff, scale, load, tuple(notes))
-    if not diff <= rtol * scale:  # also catches NaN
+    if not math.isfinite(scale):
+        bad = [name for name, t in net.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+        where = f"non-finite values in {', '.join(bad[:3])}" + (f" and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise NonFiniteModelError(
+            f"{out}: our model's outputs are not finite ({where if bad else 'NaN or inf'}), so the file cannot be "
+            "checked against them (file kept)"
+        )
+    if not diff <= rtol * scale:  # a NaN difference fails too
         raise ExportMismatchError(f"{result.summary}: more than {rtol:g} x the largest output (file kept)")
     return result
 

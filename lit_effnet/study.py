@@ -436,7 +436,12 @@ def _parser() -> argparse.ArgumentParser:
     scaling.add_argument("--phi", type=float, default=1.0, help="FLOPs factor 2^phi (default 1)")
     scaling.add_argument("--curves", action="store_true", help="also 1/3 and 2/3 of phi per dimension (Figure 3)")
     grid = sub.choices["grid"]
-    grid.add_argument("--step", type=float, default=0.1, help="grid step of alpha, beta, gamma (paper: 0.05)")
+    grid.add_argument(
+        "--step",
+        type=float,
+        default=0.1,
+        help="grid step of alpha, beta, gamma (default 0.1; the V1 paper gives no step)",
+    )
     grid.add_argument("--tolerance", type=float, default=0.05, help="|alpha beta^2 gamma^2 / 2 - 1| allowed")
     return parser
 

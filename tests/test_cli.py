@@ -285,3 +285,34 @@ def test_xla_trains_bf16_mixed_configs_in_32_true_and_keeps_what_it_supports(mon
     assert xla_precision("bf16-mixed") == "32-true"
     assert any("precision bf16-mixed: XLA has no autocast in Lightning; training in 32-true" in s for s in said)
     assert [xla_precision(p) for p in ("32-true", "bf16-true", "16-true")] == ["32-true", "bf16-true", "16-true"]
+
+
+def printed_config(capsys, argv):
+    with pytest.raises(SystemExit) as exit_info:
+        main([*argv, "--print_config"])
+    assert exit_info.value.code == 0
+    return yaml.safe_load(capsys.readouterr().out)
+
+
+def test_stacked_configs_and_overrides_win_in_order_recipe_thin_file_overlay_command_line(tmp_path, capsys):
+    # quickstart <- base <- thin (extends chain), then an overlay, then the command line, each setting a key or two.
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "base.yaml").write_text(
+        "extends: quickstart\nmodel:\n  lr_per_256: 0.5\n  label_smoothing: 0.2\ndata:\n  batch_size: 16\n"
+    )
+    (tmp_path / "configs" / "thin.yaml").write_text(
+        "extends: base\nmodel:\n  lr_per_256: 0.25\ndata:\n  batch_size: 24\n"
+    )
+    (tmp_path / "configs" / "overlay.yaml").write_text("data:\n  batch_size: 40\ntrainer:\n  max_epochs: 5\n")
+    argv = ["--config", "thin", "--config", "overlay", "--trainer.max_epochs", "7", "--model.weight_decay", "0.5"]
+    config = printed_config(capsys, argv)
+    model, data, trainer = config["model"], config["data"], config["trainer"]
+    assert model["weight_decay"] == 0.5 and trainer["max_epochs"] == 7  # the command line over everything
+    assert data["batch_size"] == 40  # the overlay over the thin file
+    assert model["lr_per_256"] == 0.25  # the thin file over its recipe
+    assert model["label_smoothing"] == 0.2  # the recipe over the recipe it extends
+    assert model["optimizer"] == "adamw" and data["eval_size"] == 64  # quickstart where nothing else says
+    assert rewrite_argv(argv)[1] == "thin+overlay"
+    # Order on the command line decides, not kind: a config given after an override wins over it.
+    later = printed_config(capsys, ["--config", "thin", "--trainer.max_epochs", "7", "--config", "overlay"])
+    assert later["trainer"]["max_epochs"] == 5

@@ -12,7 +12,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lit_effnet import create_model
-from lit_effnet.export import METADATA_FILE, ExportMismatchError, export_checkpoint, export_model
+from lit_effnet.export import METADATA_FILE, ExportMismatchError, NonFiniteModelError, export_checkpoint, export_model
 from lit_effnet.models.weights import SPEC_METADATA_KEY, NoCounterpartError, spec_to_json
 from tests.models.test_weights import scrambled
 
@@ -125,6 +125,36 @@ def test_outputs_that_differ_are_reported(tmp_path, monkeypatch):
     model = scrambled(create_model("efficientnet_b0", num_classes=3, eval_size=32))
     with pytest.raises(ExportMismatchError, match=r"max \|difference\| 1\.00e-02 .* more than 0\.0001 x"):
         export_model(model, "torchvision", tmp_path / "off.safetensors")
+
+
+def test_a_model_with_a_nan_weight_fails_the_check_naming_the_weight(tmp_path):
+    # Every output is NaN, ours and the file's: Python's max(0.0, nan) is 0.0, so a check folding the differences
+    # with it passed such a file as "max |difference| 0.00e+00".
+    model = tiny()
+    with torch.no_grad():
+        model.head.conv.weight[0, 0, 0, 0] = float("nan")
+    message = r"outputs are not finite \(non-finite values in head\.conv\.weight\)"
+    # The user's weights, not our exporter, are at fault: one line and exit 2 from train.py export (LitEffnetError).
+    with pytest.raises(NonFiniteModelError, match=message):
+        export_model(model, "torch_export", tmp_path / "nan.pt2")
+    assert (tmp_path / "nan.pt2").exists()  # kept, as the message says
+
+
+def test_a_file_whose_outputs_are_nan_where_ours_are_not_fails_the_check(tmp_path, monkeypatch):
+    import lit_effnet.export as export
+
+    original = export.to_torchvision
+
+    def nan_bias(model, fold_bn_eps=False):
+        module = original(model, fold_bn_eps)
+        with torch.no_grad():
+            module.classifier[1].bias[0] = float("nan")
+        return module
+
+    monkeypatch.setattr(export, "to_torchvision", nan_bias)
+    model = scrambled(create_model("efficientnet_b0", num_classes=3, eval_size=32))
+    with pytest.raises(ExportMismatchError, match=r"max \|difference\| nan .* more than 0\.0001 x"):
+        export_model(model, "torchvision", tmp_path / "nan.safetensors")
 
 
 def _checkpoint(tmp_path, raw, ema):

@@ -1,6 +1,6 @@
 """RandAugment as the official EfficientNetV2 code applies it, as an albumentations transform on uint8 HxWx3.
 
-The official code (automl efficientnetv2/autoaugment.py, distort_image_with_randaugment), efficientnet-facts.md
+The official code (automl efficientnetv2/autoaugment.py, distort_image_with_randaugment), docs/facts.md
 section 4: each of `num_ops` layers draws one of 16 ops uniformly (with replacement) and always applies it, at the
 level `magnitude` on TF's 0..10 scale (above 10 is allowed, as V2's Table 6 magnitudes 15-25). albumentations has
 no such transform and parameterises its ops differently, so the TF ops are written here with numpy/cv2.

@@ -2,7 +2,7 @@
 
 Every number here is a BASE value from the papers (EfficientNet Table 1 and section 3.3, EfficientNetV2
 Tables 4 and 6) or the authors' code (automl efficientnetv2/effnetv2_configs.py), as collected in the
-project's facts sheet (efficientnet-facts.md, cited by section); scaling by width and depth happens
+project's facts sheet (docs/facts.md, cited by section); scaling by width and depth happens
 later, in `scaling.py`, so a row reads like the paper. One row per variant holds its architecture and
 its recipe (sizes, crop, interpolation, normalisation, dropout, drop path, BN, progressive ranges), as
 automl's effnetv2_configs does: configs only override it.

@@ -6,6 +6,7 @@ import sys
 import lightning as L
 import pytest
 import torch
+from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 
 from lit_effnet.callbacks.checkpoint import (
     AtomicCheckpointIO,
@@ -136,3 +137,55 @@ def test_a_kill_in_the_middle_of_a_write_leaves_the_previous_checkpoint_readable
     assert kept["step"] == 1 and torch.equal(kept["weights"], torch.ones(1000))
     AtomicCheckpointIO().save_checkpoint({"step": 3}, path)  # the next write clears the torn temporary
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]
+
+
+class ScriptedAccuracy(L.LightningModule):
+    """Logs a given val/acc1 at each epoch's validation (as LitEfficientNet logs its top-1), with real weights."""
+
+    def __init__(self, accuracies):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+        self.accuracies = accuracies
+
+    def training_step(self, batch, batch_idx):
+        return self.layer(batch[0]).sum()
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/acc1", self.accuracies[self.current_epoch])
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+
+def test_the_best_checkpoint_is_the_epoch_of_the_highest_accuracy_alone_and_a_tie_keeps_the_first(tmp_path):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    data = DataLoader(TensorDataset(torch.ones(2, 2)), batch_size=1)
+    best = best_checkpoint(str(tmp_path))
+    trainer = fast_trainer(tmp_path, max_epochs=5, callbacks=[best], enable_checkpointing=True)
+    module = ScriptedAccuracy([0.30, 0.75, 0.50, 0.75, 0.10])  # up, down, level with the best, down
+    trainer.fit(module, data, data)
+    assert [p.name for p in tmp_path.glob("*.ckpt")] == ["best-epoch001-acc0.7500.ckpt"]
+    kept = torch.load(best.best_model_path, weights_only=False)
+    assert kept["epoch"] == 1 and kept["global_step"] == 4 and float(best.best_model_score) == 0.75
+    # Its weights are epoch 1's: two SGD steps of lr 0.1 on sum(w x + b) per epoch, with x = (1, 1).
+    assert kept["state_dict"]["layer.bias"].item() == pytest.approx(module.layer.bias.item() + 6 * 0.1, abs=1e-6)
+
+
+def test_the_writer_creates_missing_folders_and_hands_remote_paths_to_the_wrapped_writer_unchanged(tmp_path):
+    class Recorder(TorchCheckpointIO):
+        def __init__(self):
+            self.calls = []
+
+        def save_checkpoint(self, checkpoint, path, storage_options=None):
+            self.calls.append((checkpoint, str(path), storage_options))
+            if "://" not in str(path):
+                super().save_checkpoint(checkpoint, path)
+
+    recorder, checkpoint = Recorder(), {"epoch": 3}
+    writer = AtomicCheckpointIO(recorder)
+    writer.save_checkpoint(checkpoint, "s3://bucket/run/last.ckpt", storage_options={"anon": True})
+    assert recorder.calls == [(checkpoint, "s3://bucket/run/last.ckpt", {"anon": True})]  # no temporary file
+    nested = tmp_path / "new" / "folders" / "last.ckpt"
+    writer.save_checkpoint(checkpoint, nested)
+    assert torch.load(nested, weights_only=False) == checkpoint and list(nested.parent.iterdir()) == [nested]

@@ -67,13 +67,14 @@ def test_stop_mode_reads_the_device_only_at_logging_steps_epoch_ends_and_checkpo
     assert reads == [4, 5, 6, 6, 8, 10, 12, 12, 12, 12]
 
 
-def test_skip_mode_skips_the_update_and_counts_it(tmp_path):
+def test_skip_mode_skips_each_update_and_counts_them(tmp_path):
     module = tiny_module(nonfinite_loss="skip")
     module.loss = _PoisonLoss(module, step=2)
+    module.loss = _PoisonLoss(module, step=4)  # and a second one
     trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=5)
     trainer.fit(module, tiny_datamodule())
     guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
-    assert guard.skipped_steps == 1 and trainer.callback_metrics["train/skipped_steps"] == 1
+    assert guard.skipped_steps == 2 and trainer.callback_metrics["train/skipped_steps"] == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
@@ -92,3 +93,26 @@ def test_a_skipped_step_leaves_the_weights_and_the_optimizer_state_as_they_were(
     weights = [k for k in snapshots[1] if k.endswith("weight") and "bn" not in k]
     assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in weights)  # step 2 (the NaN one) changed nothing
     assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in weights)  # step 3 trained again
+
+
+def test_the_guard_stops_by_default_and_trains_every_clean_step_as_an_unguarded_run_does(tmp_path):
+    def trained(callbacks):
+        L.seed_everything(0)
+        module = tiny_module(nonfinite_loss="ignore")  # no guard of its own: only the one given here
+        trainer = fast_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=callbacks)
+        trainer.fit(module, tiny_datamodule(seed=0))
+        return module.state_dict()
+
+    guard = NonFiniteLossGuard()
+    guarded, unguarded = trained([guard]), trained([])
+    assert guard.skipped_steps == 0 and all(torch.equal(guarded[k], unguarded[k]) for k in unguarded)
+    module = tiny_module(nonfinite_loss="ignore")
+    module.loss = _PoisonLoss(module, step=0)
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_val_batches=0, callbacks=[NonFiniteLossGuard()])
+    with pytest.raises(NonFiniteLossError) as error:
+        trainer.fit(module, tiny_datamodule())
+    assert str(error.value) == (  # without a LastCheckpoint the message cannot name a file
+        "non-finite training loss in one of steps 1-2 (epoch 0); no checkpoint was written after it, so the run's "
+        "last.ckpt, where there is one, holds the weights from before it. Lower the LR (model.lr_per_256), or set "
+        "model.nonfinite_loss=skip"
+    )

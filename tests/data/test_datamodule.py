@@ -2,6 +2,7 @@ import os
 import random
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import albumentations as A
 import cv2
@@ -299,3 +300,72 @@ def test_a_restored_datamodule_resumes_its_first_train_loader_at_the_checkpoints
     resumed = [labels for _, labels in restored.train_dataloader()]
     assert len(resumed) == len(whole) - 3 and all(torch.equal(a, b) for a, b in zip(resumed, whole[3:]))
     assert len(list(restored.train_dataloader())) == len(whole)  # the position is used once
+
+
+def _epoch_batches(datamodule: ImageDataModule, epoch: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """The train loader's batches of `epoch`, asked for as Lightning asks: at the trainer's current epoch."""
+    datamodule.trainer = SimpleNamespace(current_epoch=epoch, world_size=1, global_rank=0, lightning_module=None)
+    return list(datamodule.train_dataloader())
+
+
+def _as_set(batches) -> list[tuple[bytes, int]]:
+    return sorted(
+        (image.numpy().tobytes(), int(label)) for images, labels in batches for image, label in zip(images, labels)
+    )
+
+
+def test_each_epoch_the_train_loader_reshuffles_and_redraws_and_keeps_the_images_sizes_and_labels():
+    # 64 of the digits in 4 batches of 16: each epoch holds every one of them once.
+    fixed = dict(train_subset=64, batch_size=16, image_size=24, seed=5, pin_memory=False)
+    plain = tiny_datamodule(**fixed, train_crop="whole")  # no random draw at all: the images as they are
+    plain.setup("fit")
+    epochs = [_epoch_batches(plain, epoch) for epoch in range(3)]
+    assert [len(batches) for batches in epochs] == [4, 4, 4]
+    assert all(images.shape == (16, 3, 24, 24) and images.dtype == torch.uint8 for images, _ in epochs[0])
+    assert _as_set(epochs[0]) == _as_set(epochs[1]) == _as_set(epochs[2])  # the same images with the same labels
+    orders = [torch.cat([labels for _, labels in batches]) for batches in epochs]
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])  # in another order
+
+    augmented = tiny_datamodule(**fixed, randaug_magnitude=9.0)
+    augmented.setup("fit")
+    first, second = _epoch_batches(augmented, 0), _epoch_batches(augmented, 1)
+    # The order is the sampler's alone: augmentation does not change which image comes when.
+    assert torch.equal(torch.cat([labels for _, labels in first]), orders[0])
+    assert torch.equal(torch.cat([labels for _, labels in second]), orders[1])
+
+    # New draws each epoch: the same scan (known by its plain image at the same place) comes out otherwise.
+    def by_scan(plain_batches, batches):
+        scans = [image.numpy().tobytes() for images, _ in plain_batches for image in images]
+        return dict(zip(scans, [image for images, _ in batches for image in images]))
+
+    epoch0, epoch1 = by_scan(epochs[0], first), by_scan(epochs[1], second)
+    assert len(epoch0) == len(epoch1) == 64 and epoch0.keys() == epoch1.keys()
+    # Measured: 8 of 64 alike, crops of a scan's black border (black whatever is drawn); the same draws: 64.
+    assert sum(torch.equal(epoch0[scan], epoch1[scan]) for scan in epoch0) <= 12
+    # And an epoch is the same whenever it is asked for: a new datamodule, the same seed, epoch 0 again.
+    again = tiny_datamodule(**fixed, randaug_magnitude=9.0)
+    again.setup("fit")
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(_epoch_batches(again, 0), first))
+    assert augmented.train_loader_builds == 1  # one loader for all epochs of one stage
+
+
+def test_the_eval_loaders_keep_their_own_batch_size_order_size_and_no_augmentation():
+    # Train settings that must not reach evaluation: batch size, image size, RandAugment, flips, random crops.
+    train = dict(batch_size=32, image_size=24, randaug_magnitude=9.0, hflip=True, crop_scale=(0.08, 0.1), seed=5)
+    datamodule = tiny_datamodule(**train, eval_batch_size=50, eval_size=40, crop_pct=1.0, pin_memory=False)
+    datamodule.setup("fit")
+    val = list(datamodule.val_dataloader())
+    assert [len(labels) for _, labels in val] == [50] * 7 + [10]  # all 360 images, the last batch short
+    assert all(images.shape[1:] == (3, 40, 40) and images.dtype == torch.uint8 for images, _ in val)
+    split = datamodule.splits.val
+    assert torch.cat([labels for _, labels in val]).tolist() == [split[i][1] for i in range(len(split))]  # in order
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(val, datamodule.val_dataloader()))  # no draws
+    plain = tiny_datamodule(eval_size=40, crop_pct=1.0, pin_memory=False, eval_batch_size=50)
+    plain.setup("fit")
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(val, plain.val_dataloader()))
+    # The whole 8x8 scan resized to 40 px (crop_pct 1.0): nothing is cropped away.
+    whole = cv2.resize(np.asarray(split[0][0]), (40, 40), interpolation=cv2.INTER_CUBIC)
+    np.testing.assert_array_equal(val[0][0][0].permute(1, 2, 0).numpy(), whole)
+    assert [len(labels) for _, labels in tiny_datamodule(batch_size=100, eval_size=40).test_dataloader()] == [
+        100, 100, 100, 60,
+    ]  # without eval_batch_size, the train batch size  # fmt: skip

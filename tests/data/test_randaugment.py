@@ -1,4 +1,4 @@
-"""RandAugment against the official code (automl efficientnetv2/autoaugment.py; efficientnet-facts.md section 4)
+"""RandAugment against the official code (automl efficientnetv2/autoaugment.py; docs/facts.md section 4)
 and timm's ops. The per-op table is docs/randaugment.md."""
 
 import hashlib

@@ -1,4 +1,4 @@
-"""Every named variant against the facts file (paper figures, timm counts) and timm built locally."""
+"""Every named variant against docs/facts.md (paper figures, timm counts) and timm built locally."""
 
 import pytest
 import timm
