@@ -208,3 +208,14 @@ def test_train_py_export_writes_the_runs_ema_model_and_refuses_what_timm_cannot_
         torch.testing.assert_close(torch.export.load("q.pt2").module()(x), ours(x), rtol=1e-4, atol=1e-5)
     assert main([*export, "--format", "timm", "--out", "q.safetensors"]) == 2  # width 0.5: no timm model
     assert "has no timm counterpart: width=0.5" in capsys.readouterr().err
+    # A checkpoint whose weights went NaN is the user's input, not a bug: one line naming the weight, exit 2.
+    checkpoint = torch.load(last, weights_only=False)
+    stem = checkpoint["state_dict"]["net.stem.conv.weight"].contiguous()
+    stem.view(-1)[0] = float("nan")
+    checkpoint["state_dict"]["net.stem.conv.weight"] = stem
+    torch.save(checkpoint, "nan.ckpt")
+    nan_export = ["export", "--config", "quickstart", "--ckpt_path", "nan.ckpt", "--format", "torch_export"]
+    assert main([*nan_export, "--out", "nan.pt2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: nan.pt2: our model's outputs are not finite (non-finite values in stem.conv.weight), so "
+                   "the file cannot be checked against them (file kept)"]  # fmt: skip
