@@ -290,13 +290,7 @@ def load_birdsnap_splits(root: Path) -> Splits:
     """Birdsnap (500 species when complete) from class folders: birdsnap/train/<species>/ and birdsnap/test/."""
     folder = root / "birdsnap"
     how = BIRDSNAP_HOW_TO.format(folder=folder)
-    _require([folder / "train", folder / "test"], "birdsnap", how)
-    train, test = _image_folder(folder / "train", read_encoded, how), _image_folder(folder / "test", load_rgb, how)
-    if test.classes != train.classes:
-        extra = sorted(set(test.classes) ^ set(train.classes))
-        raise DatasetNotFoundError(
-            f"birdsnap: {folder}/test and {folder}/train have different species folders (first difference {extra[0]!r})"
-        )
+    train, test = _class_folders("birdsnap", folder / "train", folder / "test", how, "species")
     return Splits(train=train, val=test, test=test, classes=list(train.classes))
 
 
@@ -312,14 +306,20 @@ def load_imagefolder_splits(root: Path) -> Splits:
         f"Lay the data out as {root}/train/<class>/<image> and {root}/val/<class>/<image> with the same class "
         "folders in both (for ImageNet, torchvision.datasets.ImageNet's layout or the usual valprep.sh)."
     )
-    _require([root / "train", root / "val"], "imagefolder", how)
-    train, val = _image_folder(root / "train", read_encoded, how), _image_folder(root / "val", load_rgb, how)
-    if val.classes != train.classes:
-        extra = sorted(set(val.classes) ^ set(train.classes))
-        raise DatasetNotFoundError(
-            f"imagefolder: {root}/val and {root}/train have different class folders (first difference {extra[0]!r})"
-        )
+    train, val = _class_folders("imagefolder", root / "train", root / "val", how, "class")
     return Splits(train=train, val=val, test=val, classes=list(train.classes))
+
+
+def _class_folders(name: str, train_dir: Path, eval_dir: Path, how: str, kind: str) -> tuple[ImageFolder, ImageFolder]:
+    """A train and an eval ImageFolder that must hold the same class folders (`kind` names them in the message)."""
+    _require([train_dir, eval_dir], name, how)
+    train, evaluate = _image_folder(train_dir, read_encoded, how), _image_folder(eval_dir, load_rgb, how)
+    if evaluate.classes != train.classes:
+        extra = sorted(set(evaluate.classes) ^ set(train.classes))
+        raise DatasetNotFoundError(
+            f"{name}: {eval_dir} and {train_dir} have different {kind} folders (first difference {extra[0]!r})"
+        )
+    return train, evaluate
 
 
 def _image_folder(folder: Path, loader: Callable[[str], object], how: str) -> ImageFolder:
