@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins.io.checkpoint_io import CheckpointIO
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch import LightningModule, Trainer
@@ -54,8 +55,12 @@ class AtomicCheckpointIO(_WrappingCheckpointIO):
     Remote paths (`s3://...`) go to the wrapped writer unchanged.
     """
 
+    @property
+    def _writer(self) -> CheckpointIO:
+        return self.checkpoint_io or TorchCheckpointIO()  # built alone (not by make_atomic): torch.save's
+
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
-        writer = self.checkpoint_io or TorchCheckpointIO()
+        writer = self._writer
         if "://" in str(path):
             return writer.save_checkpoint(checkpoint, path, storage_options)
         path = Path(path)
@@ -83,10 +88,10 @@ class AtomicCheckpointIO(_WrappingCheckpointIO):
         _fsync_folder(path.parent)
 
     def load_checkpoint(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
-        return (self.checkpoint_io or TorchCheckpointIO()).load_checkpoint(*args, **kwargs)
+        return self._writer.load_checkpoint(*args, **kwargs)
 
     def remove_checkpoint(self, path: _PATH) -> None:
-        (self.checkpoint_io or TorchCheckpointIO()).remove_checkpoint(path)
+        self._writer.remove_checkpoint(path)
 
 
 def _size(size: int) -> str:
