@@ -27,31 +27,36 @@ class NonFiniteLossGuard(Callback):
     def __init__(self, mode: str = "stop") -> None:
         self.mode = mode
         self.skipped_steps = 0
-        self._skip = False
-        self._seen: torch.Tensor | None = None  # on the device: a non-finite loss since the last clean read
-        self._clean_step = 0  # the global step at the last read that found none
+        self._skip = False  # "skip": a micro-batch of this optimizer step had a non-finite loss on some rank
+        # "stop", made by on_train_start with `_clean_step` (the global step at the last read that found none):
+        # on the device, a non-finite loss since that read.
+        self._seen: torch.Tensor | None = None
 
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        # Made once, updated in place: every step's graph is the same (one compile on XLA).
-        self._seen = torch.zeros((), dtype=torch.bool, device=pl_module.device)
-        self._clean_step = trainer.global_step
+        if self.mode == "stop":
+            # Made once, updated in place: every step's graph is the same (one compile on XLA).
+            self._seen = torch.tensor(False, device=pl_module.device)
+            self._clean_step = trainer.global_step
 
     def on_before_backward(self, trainer: Trainer, pl_module: LightningModule, loss: torch.Tensor) -> None:
-        nonfinite = ~torch.isfinite(loss.detach())
         if self.mode == "skip":
-            self._skip = trainer.strategy.reduce_boolean_decision(bool(nonfinite), all=False)
+            # True only when every rank's loss is finite (reduce_boolean_decision's default); kept over the
+            # micro-batches an accumulated optimizer step is made of.
+            finite = trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())))
+            self._skip = self._skip or not finite
         elif self._seen is not None:
-            self._seen.logical_or_(nonfinite)
+            self._seen.logical_or_(~torch.isfinite(loss.detach()))
 
     def on_before_optimizer_step(self, trainer: Trainer, pl_module: LightningModule, optimizer: Any) -> None:
+        if self.mode != "skip":
+            return
         if self._skip:
             for group in optimizer.param_groups:
                 for param in group["params"]:
                     param.grad = None
             self.skipped_steps += 1
-            self._skip = False
-        if self.mode == "skip":
-            pl_module.log("train/skipped_steps", float(self.skipped_steps), on_step=True, on_epoch=False)
+        self._skip = False  # the next optimizer step's micro-batches start clean
+        pl_module.log("train/skipped_steps", float(self.skipped_steps))  # per step: Lightning's default in this hook
 
     def on_train_batch_end(
         self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -70,9 +75,9 @@ class NonFiniteLossGuard(Callback):
 
     def check(self, trainer: Trainer) -> None:
         """Read the flag (one device-to-host read, agreed over ranks); raise if a loss was non-finite."""
-        if self._seen is None or self.mode != "stop":
+        if self._seen is None:
             return
-        if not trainer.strategy.reduce_boolean_decision(bool(self._seen), all=False):
+        if trainer.strategy.reduce_boolean_decision(not bool(self._seen)):  # clean on every rank
             self._clean_step = trainer.global_step
             return
         self._seen = None  # reported once, also when the error passes through the checkpoint hooks again

@@ -116,3 +116,42 @@ def test_the_guard_stops_by_default_and_trains_every_clean_step_as_an_unguarded_
         "last.ckpt, where there is one, holds the weights from before it. Lower the LR (model.lr_per_256), or set "
         "model.nonfinite_loss=skip"
     )
+
+
+def test_a_nan_in_any_micro_batch_of_an_accumulated_step_skips_that_step(tmp_path):
+    # Two micro-batches per optimizer step; the NaN is in the first of step 2's, the second is clean.
+    module = tiny_module(nonfinite_loss="skip")
+    original, calls = module.loss, []
+
+    def loss(logits, targets):
+        value = original(logits, targets)
+        if module.training:
+            calls.append(module.global_step)
+            return value * float("nan") if len(calls) == 3 else value
+        return value
+
+    module.loss = loss
+    snapshots = {}
+
+    class Snapshot(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, *args):
+            snapshots[trainer.global_step] = {k: v.clone() for k, v in pl_module.net.state_dict().items()}
+
+    trainer = fast_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=6, accumulate_grad_batches=2, callbacks=[Snapshot()]
+    )
+    trainer.fit(module, tiny_datamodule())
+    guard = next(c for c in trainer.callbacks if isinstance(c, NonFiniteLossGuard))
+    assert calls == [0, 0, 1, 1, 2, 2] and guard.skipped_steps == 1
+    weights = [k for k in snapshots[1] if k.endswith("weight") and "bn" not in k]
+    assert all(torch.equal(snapshots[1][k], snapshots[2][k]) for k in weights)  # step 2 changed nothing
+    assert not all(torch.equal(snapshots[2][k], snapshots[3][k]) for k in weights)  # step 3 trained
+    assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_with_log_every_n_steps_1_the_flag_is_read_after_every_step(tmp_path):
+    module = tiny_module()
+    module.loss = _PoisonLoss(module, step=2)
+    trainer = fast_trainer(tmp_path, max_epochs=1, limit_train_batches=6, log_every_n_steps=1)
+    with pytest.raises(NonFiniteLossError, match=r"^non-finite training loss in step 3 \(epoch 0\)"):
+        trainer.fit(module, tiny_datamodule())
