@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-lit-effnet
 # albumentations 2.0.8 checks for updates on import unless told not to.
 export NO_ALBUMENTATIONS_UPDATE := 1
 
-.PHONY: install train test test-slow test-xla chaos lint summary clean mutants
+.PHONY: install train test test-slow test-xla chaos lint summary clean mutants mutants-table
 
 # Re-installs only when pyproject.toml changes.
 $(STAMP): pyproject.toml
@@ -53,25 +53,18 @@ lint: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
 
-# Mutation testing of the modules that carry the recipe (docs/testing.md). Slow (tens of minutes): not part of
-# `make test` or CI. mutmut 3.8 is configured in pyproject.toml ([tool.mutmut]); of training/module.py only
-# the loss, training_step and configure_optimizers are run. One module: make mutants MUTANTS='lit_effnet.training.optim.*'
-MUTANTS ?= lit_effnet.models.scaling.* lit_effnet.models.efficientnet.* lit_effnet.callbacks.progressive.* \
-	lit_effnet.callbacks.ema.* lit_effnet.training.optim.* lit_effnet.training.mixing.* \
-	lit_effnet.training.module.*ǁloss__mutmut_* lit_effnet.training.module.*ǁtraining_step__mutmut_* \
-	lit_effnet.training.module.*ǁconfigure_optimizers__mutmut_* lit_effnet.data.randaugment.* \
-	lit_effnet.data.transforms.* lit_effnet.data.decode.* lit_effnet.callbacks.xla.* lit_effnet.callbacks.seeding.* \
-	lit_effnet.callbacks.nonfinite.* lit_effnet.models.weights.* lit_effnet.export.* lit_effnet.callbacks.checkpoint.* \
-	lit_effnet.callbacks.ranks.* lit_effnet.data.datamodule.* lit_effnet.cli.* lit_effnet.data.shards.*
+# Mutation testing (docs/testing.md). Slow (hours for every module on 2 cores): not part of `make test` or CI.
+# mutmut 3.8 runs the recipe modules with [tool.mutmut] in mutants/ and every other module of a number's path in a
+# project of its own, mutants-runs/<module>/, against its tests ([tool.lit_effnet.mutant-tests]); each resumes.
+# One module: make mutants MUTANTS='lit_effnet.callbacks.seeding.*'. The table alone: make mutants-table
+MUTANTS ?=
 MUTMUT_JOBS ?= 2
 
 mutants: install
-	$(VENV)/bin/mutmut run --max-children $(MUTMUT_JOBS) $(foreach m,$(MUTANTS),'$(m)')
-	@echo "survivors:"; $(VENV)/bin/mutmut results | grep -v 'not checked' || true
-	@$(VENV)/bin/mutmut results --all true | awk -F': ' '$$2 != "not checked" { m = $$1; sub(/^ +/, "", m); \
-		sub(/\.x.*/, "", m); t[m]++; T++; K += ($$2 == "killed"); k[m] += ($$2 == "killed") } \
-		END { for (m in t) printf "%-34s %4d / %4d  %5.1f%%\n", m, k[m], t[m], 100 * k[m] / t[m]; \
-		printf "%-34s %4d / %4d  %5.1f%%\n", "all", K, T, 100 * K / T }' | sort
+	$(PY) scripts/mutants.py --jobs $(MUTMUT_JOBS) $(foreach m,$(MUTANTS),'$(m)')
+
+mutants-table: install
+	$(PY) scripts/mutants.py --table $(foreach m,$(MUTANTS),'$(m)')
 
 summary: install
 	$(PY) -m lit_effnet.summary

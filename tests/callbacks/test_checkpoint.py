@@ -1,7 +1,10 @@
 import errno
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -189,3 +192,67 @@ def test_the_writer_creates_missing_folders_and_hands_remote_paths_to_the_wrappe
     nested = tmp_path / "new" / "folders" / "last.ckpt"
     writer.save_checkpoint(checkpoint, nested)
     assert torch.load(nested, weights_only=False) == checkpoint and list(nested.parent.iterdir()) == [nested]
+
+
+@pytest.mark.parametrize(
+    "tensor_elements, free_bytes, needed, free",
+    [
+        (2**28, 2**30 - 2**20, "1.00 GiB", "1023.0 MiB"),  # 2**28 float32 = exactly 1 GiB: the GiB unit from there
+        (3 * 2**28 + 2**26, 5 * 2**29, "3.25 GiB", "2.50 GiB"),
+        (2**18 - 2**16, 2**19, "0.8 MiB", "0.5 MiB"),
+    ],
+)
+def test_the_full_disk_message_gives_sizes_in_mib_below_a_gib_and_in_gib_from_one(
+    tmp_path, monkeypatch, tensor_elements, free_bytes, needed, free
+):
+    def no_space(obj, f, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", no_space)
+    monkeypatch.setattr(shutil, "disk_usage", lambda folder: SimpleNamespace(free=free_bytes))
+    weights = torch.zeros(1).expand(tensor_elements)  # counts its elements' bytes without holding them
+    with pytest.raises(CheckpointError) as error:
+        AtomicCheckpointIO().save_checkpoint({"weights": weights}, tmp_path / "last.ckpt")
+    assert f"(the checkpoint needs about {needed}, {free} free)" in str(error.value)
+
+
+def test_the_atomic_writer_reads_and_removes_through_the_writer_it_wraps(tmp_path):
+    calls = []
+
+    class Recorder(TorchCheckpointIO):
+        def load_checkpoint(self, path, map_location=None, weights_only=None):
+            calls.append(("load", str(path), map_location))
+            return super().load_checkpoint(path, map_location=map_location, weights_only=False)
+
+        def remove_checkpoint(self, path):
+            calls.append(("remove", str(path)))
+            super().remove_checkpoint(path)
+
+    writer, path = AtomicCheckpointIO(Recorder()), tmp_path / "best.ckpt"
+    writer.save_checkpoint({"epoch": 2, "w": torch.ones(3)}, path)
+    loaded = writer.load_checkpoint(path, map_location="cpu")
+    assert loaded["epoch"] == 2 and torch.equal(loaded["w"], torch.ones(3))
+    writer.remove_checkpoint(path)
+    assert not path.exists() and calls == [("load", str(path), "cpu"), ("remove", str(path))]
+
+
+def test_a_run_writes_through_the_strategys_own_torch_writer_and_leaves_a_users_writer_alone(tmp_path):
+    class UsersWriter(TorchCheckpointIO):  # a writer of the user's own: left as it is (it may be asynchronous)
+        pass
+
+    def written_files(writer):
+        names = []
+        save = writer.save_checkpoint
+        writer.save_checkpoint = lambda checkpoint, path, *args, **kwargs: (
+            names.append(Path(path).name),
+            save(checkpoint, path),
+        )
+        folder = tmp_path / type(writer).__name__
+        trainer = fast_trainer(folder, max_epochs=1, callbacks=[LastCheckpoint(str(folder))], enable_checkpointing=True)
+        trainer.strategy.checkpoint_io = writer
+        trainer.fit(tiny_module(), tiny_datamodule())
+        return names
+
+    pid = os.getpid()
+    assert written_files(TorchCheckpointIO()) == [f".last.ckpt.tmp-{pid}"]  # this very writer, wrapped: atomic
+    assert written_files(UsersWriter()) == ["last.ckpt"]
