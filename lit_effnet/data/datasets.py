@@ -118,15 +118,13 @@ def _require(paths: Sequence[Path], dataset: str, how_to_get: str) -> None:
 
 class _CIFAR10Files(CIFAR10):
     # torchvision checks md5 sums of the official pickles, which rejects trimmed copies and test fixtures;
-    # presence is checked instead, and a damaged pickle still fails loudly when read.
+    # load_cifar_splits checks their presence first (_require), and a damaged pickle still fails loudly when read.
     def _check_integrity(self) -> bool:
-        folder = Path(self.root, self.base_folder)
-        return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+        return True
 
-    def _load_meta(self) -> None:
+    def _load_meta(self) -> None:  # torchvision's checks the md5 sum too; the classes are all we keep
         with open(Path(self.root, self.base_folder, self.meta["filename"]), "rb") as f:
             self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
-        self.class_to_idx = {name: i for i, name in enumerate(self.classes)}
 
 
 class _CIFAR100Files(_CIFAR10Files):
@@ -139,10 +137,8 @@ class _CIFAR100Files(_CIFAR10Files):
 
 
 class _Flowers102Files(Flowers102):
-    def _check_integrity(self) -> bool:  # presence instead of md5, as for CIFAR above
-        return self._images_folder.is_dir() and all(
-            (self._base_folder / name).is_file() for name, _ in (self._file_dict["label"], self._file_dict["setid"])
-        )
+    def _check_integrity(self) -> bool:  # presence instead of md5, checked first by load_flowers102_splits
+        return True
 
 
 CIFAR_HOW_TO = (
@@ -165,7 +161,7 @@ def load_cifar_splits(root: Path, num_classes: int) -> Splits:
     splits = []
     for train in (True, False):
         try:
-            ds = cls(str(root), train=train, download=False)
+            ds = cls(str(root), train=train)  # download: False
         except (pickle.UnpicklingError, EOFError, KeyError, ValueError) as err:
             raise DatasetNotFoundError(f"cifar{num_classes}: {folder} holds a damaged pickle ({err})") from None
         splits.append((ds.data, ds.targets, ds.classes))

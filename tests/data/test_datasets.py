@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -231,3 +232,99 @@ def test_a_pets_list_that_names_fewer_than_37_breeds_is_refused(tmp_path):
     listing.write_text("".join(line + "\n" for line in listing.read_text().splitlines() if not line.startswith("pug")))
     with pytest.raises(DataError, match="holds 36 classes, oxford_pets \\(37 breeds\\) expects 37"):
         load_splits("oxford_pets", tmp_path)
+
+
+HOW_TO_GET = {  # what a user reads when a dataset is not under data.root ({root}: that folder)
+    "cifar10": "cifar10: missing {root}/cifar-10-batches-py (dataset missing or incomplete). Download "
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it into {root} (or run once: python -c "
+    "\"import torchvision; torchvision.datasets.CIFAR10('{root}', download=True)\").",
+    "cifar100": "cifar100: missing {root}/cifar-100-python (dataset missing or incomplete). Download "
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz and extract it into {root} (or run once: python -c "
+    "\"import torchvision; torchvision.datasets.CIFAR100('{root}', download=True)\").",
+    "flowers102": "flowers102: missing {root}/flowers-102/jpg (dataset missing or incomplete). Get 102flowers.tgz, "
+    "imagelabels.mat and setid.mat from https://www.robots.ox.ac.uk/~vgg/data/flowers/102/ and put them as "
+    "{root}/flowers-102/jpg/*.jpg, {root}/flowers-102/imagelabels.mat, {root}/flowers-102/setid.mat (or "
+    "torchvision.datasets.Flowers102('{root}', download=True)).",
+    "stanford_cars": "stanford_cars: missing {root}/stanford_cars/devkit/cars_meta.mat (dataset missing or "
+    "incomplete). torchvision can no longer download it; get the images and devkit (e.g. the Kaggle mirror "
+    "'jessicali9530/stanford-cars-dataset' plus cars_test_annos_withlabels.mat) and lay them out as "
+    "{root}/stanford_cars/cars_train/, {root}/stanford_cars/cars_test/, {root}/stanford_cars/devkit/cars_meta.mat, "
+    "{root}/stanford_cars/devkit/cars_train_annos.mat, {root}/stanford_cars/cars_test_annos_withlabels.mat.",
+    "imagefolder": "imagefolder: missing {root}/train (dataset missing or incomplete). Lay the data out as "
+    "{root}/train/<class>/<image> and {root}/val/<class>/<image> with the same class folders in both (for "
+    "ImageNet, torchvision.datasets.ImageNet's layout or the usual valprep.sh).",
+    "oxford_pets": "oxford_pets: missing {root}/oxford-iiit-pet/images (dataset missing or incomplete). Get "
+    "images.tar.gz and annotations.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/pets/ and extract both into "
+    "{root}/oxford-iiit-pet (or torchvision.datasets.OxfordIIITPet('{root}', download=True)).",
+    "fgvc_aircraft": "fgvc_aircraft: missing {root}/fgvc-aircraft-2013b/data/images (dataset missing or "
+    "incomplete). Get fgvc-aircraft-2013b.tar.gz from https://www.robots.ox.ac.uk/~vgg/data/fgvc-aircraft/ and "
+    "extract it into {root} (or torchvision.datasets.FGVCAircraft('{root}', download=True)).",
+    "food101": "food101: missing {root}/food-101/images (dataset missing or incomplete). Get food-101.tar.gz from "
+    "https://data.vision.ee.ethz.ch/cvl/datasets_extra/food-101/ and extract it into {root} (or "
+    "torchvision.datasets.Food101('{root}', download=True)).",
+    "birdsnap": "birdsnap: missing {root}/birdsnap/train (dataset missing or incomplete). Birdsnap has no "
+    "torchvision loader and most of its image URLs are gone: lay what you have out as "
+    "{root}/birdsnap/train/<species>/<image> and {root}/birdsnap/test/<species>/<image>, the test images being "
+    "those of the dataset's test_images.txt (data/README.md).",
+}
+
+
+@pytest.mark.parametrize("name", sorted(HOW_TO_GET))
+def test_a_missing_dataset_says_which_file_is_missing_and_how_to_get_the_data_in_one_line(tmp_path, name):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits(name, tmp_path)
+    assert str(err.value) == HOW_TO_GET[name].format(root=tmp_path)
+
+
+def test_counting_the_classes_of_missing_class_folders_names_the_train_folder(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        num_classes_of("imagefolder", tmp_path)
+    assert str(err.value) == (
+        f"imagefolder: missing {tmp_path}/train (dataset missing or incomplete). Expected class folders under "
+        f"{tmp_path}/train/<class>/."
+    )
+    with pytest.raises(DatasetNotFoundError) as err:
+        num_classes_of("birdsnap", tmp_path)
+    assert str(err.value) == HOW_TO_GET["birdsnap"].format(root=tmp_path)
+
+
+def test_a_damaged_cifar_pickle_is_one_line_naming_the_folder(tmp_path):
+    write_cifar10(tmp_path)
+    (tmp_path / "cifar-10-batches-py" / "test_batch").write_bytes(b"\x80\x04 not a pickle")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits("cifar10", tmp_path)
+    assert str(err.value).startswith(f"cifar10: {tmp_path}/cifar-10-batches-py holds a damaged pickle (")
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("fgvc_aircraft", "{root}/fgvc-aircraft-2013b/data/variants.txt holds 99 classes, "
+         "fgvc_aircraft (100 variants) expects 100"),
+        ("food101", "{root}/food-101/meta/train.json holds 100 classes, food101 (101 dishes) expects 101"),
+    ],
+)  # fmt: skip
+def test_a_transfer_set_with_a_class_missing_from_its_list_is_refused_naming_the_list(tmp_path, name, message):
+    FIXTURES[name](tmp_path)
+    if name == "fgvc_aircraft":
+        listing = tmp_path / "fgvc-aircraft-2013b" / "data" / "variants.txt"
+        listing.write_text("".join(line + "\n" for line in listing.read_text().splitlines() if line != "Variant 00"))
+    else:
+        listing = tmp_path / "food-101" / "meta" / "train.json"
+        listing.write_text(json.dumps({k: v for k, v in json.loads(listing.read_text()).items() if k != "dish_097"}))
+    with pytest.raises(DataError) as err:
+        load_splits(name, tmp_path)
+    assert str(err.value) == message.format(root=tmp_path)
+
+
+@pytest.mark.parametrize("name", ["fgvc_aircraft", "food101", "birdsnap", "imagefolder", "cifar10", "flowers102"])
+def test_the_transfer_sets_evaluate_on_their_test_split_during_training_too(tmp_path, name):
+    FIXTURES[name](tmp_path)
+    splits = load_splits(name, tmp_path)
+    assert splits.val is splits.test and len(splits.test) > 0
+
+
+def test_the_class_count_comes_from_the_train_folders_of_the_root_given(tmp_path):
+    write_imagefolder(tmp_path / "a", classes=("ant", "bee", "cow", "dog", "elk"), per_class=1)
+    write_birdsnap(tmp_path / "b", species=("Black_Tern", "Zone-tailed_Hawk"))
+    assert num_classes_of("imagefolder", tmp_path / "a") == 5 and num_classes_of("birdsnap", tmp_path / "b") == 2

@@ -19,6 +19,7 @@ from PIL import Image
 from lit_effnet.data import decode
 from lit_effnet.data.decode import CropBox
 from lit_effnet.data.randaugment import RandAugment
+from lit_effnet.errors import CorruptImageError
 
 PHOTOS = sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))  # china, flower: 640x427
 SOURCES = [(500, 375), (1000, 750)]  # ImageNet-like photo sizes (width, height)
@@ -261,3 +262,37 @@ def test_train_transform_on_a_jpeg_is_albumentations_full_resolution_pipeline_wh
         expected = reference(image=rgb)["image"]
         np.testing.assert_array_equal(transform(path, seed).numpy(), expected.numpy())
         np.testing.assert_array_equal(transform(decode.read_encoded(path), seed).numpy(), expected.numpy())
+
+
+def _sof_header(height: int, width: int) -> bytes:
+    """A JPEG start of frame (baseline SOF0) with its 9 bytes: marker, length 17, precision 8, height, width."""
+    return b"\xff\xc0\x00\x11\x08" + height.to_bytes(2, "big") + width.to_bytes(2, "big")
+
+
+def test_the_header_walk_reads_the_frame_size_at_the_very_end_of_the_data_and_after_fill_bytes():
+    start = b"\xff\xd8"
+    assert decode.jpeg_shape(start + _sof_header(300, 500)) == (300, 500)  # the frame's 9 bytes end the data
+    assert decode.jpeg_shape(start + b"\xff\xff" + _sof_header(300, 500)) == (300, 500)  # a fill byte first
+    app0 = b"\xff\xe0\x00\x06JFIF"  # a segment of 4 bytes after its length, skipped whole
+    assert decode.jpeg_shape(start + app0 + b"\xff" + _sof_header(7, 9)) == (7, 9)
+    # PIL cannot open a header without scan data (its lazy open reads on to the first scan): ours can
+    assert decode.image_shape(start + _sof_header(300, 500)) == (300, 500)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xd8" + _sof_header(300, 500)[:-1],  # the frame header cut one byte short
+        b"\xff\xd8\xff\xe0\x00\x02",  # segments that end exactly at the end of the data, no frame
+        b"\xff\xd8\x00\xc0",  # not at a marker
+        b"\x89PNG\r\n\x1a\n",  # not a JPEG
+    ],
+)
+def test_the_header_walk_gives_none_for_a_header_without_a_whole_frame(data):
+    assert decode.jpeg_shape(data) is None
+
+
+def test_bytes_that_are_no_image_name_themselves_and_the_decoders_error():
+    with pytest.raises(CorruptImageError) as error:
+        decode.image_shape(b"not an image")
+    assert str(error.value).startswith("<bytes>: cannot read image header (UnidentifiedImageError: cannot identify")
