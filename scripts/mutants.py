@@ -9,6 +9,7 @@ keep the repo's own `[tool.mutmut]` and `mutants/`. Each project keeps its verdi
 
     python scripts/mutants.py                                  # every group, then the table
     python scripts/mutants.py 'lit_effnet.callbacks.seeding.*'  # the groups these mutant names fall in
+    python scripts/mutants.py --survivors 'lit_effnet.export.*'  # run the survivors again, after new tests
     python scripts/mutants.py --table                          # only the table, from the verdicts on disk
 
 Python 3.11+ (tomllib).
@@ -112,6 +113,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("patterns", nargs="*", help="mutant names or globs, as mutmut takes them (default: all)")
     parser.add_argument("--jobs", type=int, default=2, help="mutmut's --max-children")
     parser.add_argument("--table", action="store_true", help="print the table of the verdicts on disk, run nothing")
+    parser.add_argument(
+        "--survivors", action="store_true", help="run again the mutants that survived (after tests were added)"
+    )
     args = parser.parse_args(argv)
     found = groups()
     wanted = args.patterns
@@ -130,6 +134,10 @@ def main(argv: list[str]) -> int:
                 patterns = []  # the whole module: unnamed, so it resumes
             if folder == ROOT and not patterns:
                 patterns = _project()["tool"]["lit_effnet"]["recipe-mutants"]
+            if args.survivors:  # mutmut keeps a verdict unless the mutant is named: name them
+                patterns = [m for module in modules for m, s in verdicts(folder, module).items() if s == "survived"]
+                if not patterns:
+                    continue
             start = time.monotonic()
             print(f"== {name}: mutmut run in {folder.relative_to(ROOT) if folder != ROOT else '.'}", flush=True)
             code = subprocess.call([mutmut, "run", "--max-children", str(args.jobs), *patterns], cwd=folder)

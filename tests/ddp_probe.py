@@ -29,5 +29,19 @@ class RankProbe(L.Callback):
         self.epochs[-1]["world_size"] = trainer.world_size
 
     def on_train_end(self, trainer, pl_module):
+        guards = [c for c in trainer.callbacks if type(c).__name__ == "NonFiniteLossGuard"]
+        self.epochs[-1]["skipped_steps"] = guards[0].skipped_steps if guards else None
+        self.epochs[-1]["finite_weights"] = all(bool(p.isfinite().all()) for p in pl_module.parameters())
         self.out.mkdir(parents=True, exist_ok=True)
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.epochs))
+
+
+class NanInputOnRank(L.Callback):
+    """Makes one rank's batch NaN at one optimizer step, so that only that rank's loss is non-finite."""
+
+    def __init__(self, step: int, rank: int):
+        self.step, self.rank = step, rank
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_step == self.step and trainer.global_rank == self.rank:
+            batch[0].mul_(float("nan"))

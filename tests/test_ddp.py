@@ -55,6 +55,17 @@ def test_a_spawning_launcher_carries_the_callbacks_to_its_processes_and_reports_
     assert (tmp_path / "checkpoints/quickstart/version_0/checkpoints/last.ckpt").is_file()
 
 
+def test_a_nan_loss_on_one_rank_skips_that_step_on_every_rank(tmp_path):
+    # DDP averages the gradients, so rank 1's NaN reaches rank 0's too: both must drop the step, or both turn NaN.
+    nan = json.dumps({"class_path": "tests.ddp_probe.NanInputOnRank", "init_args": {"step": 2, "rank": 1}})
+    ranks = two_ranks(
+        tmp_path, "--model.nonfinite_loss", "skip", "--trainer.max_epochs", "1", "--progressive.num_stages", "1",
+        "--trainer.limit_train_batches", "4",
+        "--trainer.limit_val_batches", "1", f"--trainer.callbacks+={nan}",
+    )  # fmt: skip
+    assert [(r[-1]["skipped_steps"], r[-1]["finite_weights"]) for r in ranks] == [(1, True), (1, True)]
+
+
 def test_random_resize_draws_the_same_size_on_every_rank_at_every_step(tmp_path):
     ranks = two_ranks(
         tmp_path, "--trainer.max_epochs", "2", "--progressive.mode", "random_resize",
