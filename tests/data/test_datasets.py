@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from lit_effnet.data.datasets import DATASETS, load_splits, num_classes_of
+from lit_effnet.data.datasets import DATASETS, check_classes, load_splits, num_classes_of
 from lit_effnet.data.decode import EncodedImage, image_shape, load_rgb
 from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
 from tests.data.fixtures import (
@@ -328,3 +328,45 @@ def test_the_class_count_comes_from_the_train_folders_of_the_root_given(tmp_path
     write_imagefolder(tmp_path / "a", classes=("ant", "bee", "cow", "dog", "elk"), per_class=1)
     write_birdsnap(tmp_path / "b", species=("Black_Tern", "Zone-tailed_Hawk"))
     assert num_classes_of("imagefolder", tmp_path / "a") == 5 and num_classes_of("birdsnap", tmp_path / "b") == 2
+
+
+@pytest.mark.parametrize(
+    ("held", "expected", "message"),
+    [
+        (["ant", "bee", "cow"], ["ant", "bat", "cow"], "class 1 is 'bee', checkpoint has 'bat' (3 classes against 3)"),
+        (["ant", "bee"], ["ant", "bee", "cow"], "class 2 is nothing, checkpoint has 'cow' (2 classes against 3)"),
+        (["ant", "bee", "cow"], ["ant", "bee"], "class 2 is 'cow', checkpoint has nothing (3 classes against 2)"),
+    ],
+)
+def test_classes_in_another_order_or_number_are_refused_naming_the_first_difference(held, expected, message):
+    check_classes(["ant", "bee"], ["ant", "bee"], "data/x/train", "checkpoint")  # the same names: accepted
+    check_classes(["ant", "bee"], 2, "data/x/train", "checkpoint")
+    with pytest.raises(DataError) as err:
+        check_classes(held, expected, "data/x/train", "checkpoint")
+    assert str(err.value) == f"data/x/train holds other classes than checkpoint expects: {message}"
+
+
+def test_class_folders_without_images_name_the_folder_and_how_to_lay_them_out(tmp_path):
+    write_imagefolder(tmp_path)
+    for image in (tmp_path / "train" / "dog").iterdir():
+        image.unlink()
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits("imagefolder", tmp_path)
+    assert str(err.value).startswith(f"imagefolder: {tmp_path}/train: Found no valid file for the classes dog.")
+    assert str(err.value).endswith(f". Lay the data out as {tmp_path}/train/<class>/<image> and {tmp_path}/val/"
+                                   "<class>/<image> with the same class folders in both (for ImageNet, "
+                                   "torchvision.datasets.ImageNet's layout or the usual valprep.sh).")  # fmt: skip
+    (tmp_path / "val").rename(tmp_path / "elsewhere")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits("imagefolder", tmp_path)
+    assert str(err.value).startswith(f"imagefolder: missing {tmp_path}/val (dataset missing or incomplete).")
+
+
+def test_other_class_folders_in_val_than_in_train_name_the_first_difference(tmp_path):
+    write_imagefolder(tmp_path)
+    (tmp_path / "val" / "eel").rename(tmp_path / "val" / "emu")
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_splits("imagefolder", tmp_path)
+    assert str(err.value) == (
+        f"imagefolder: {tmp_path}/val and {tmp_path}/train have different class folders (first difference 'eel')"
+    )
