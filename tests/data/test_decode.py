@@ -296,3 +296,30 @@ def test_bytes_that_are_no_image_name_themselves_and_the_decoders_error():
     with pytest.raises(CorruptImageError) as error:
         decode.image_shape(b"not an image")
     assert str(error.value).startswith("<bytes>: cannot read image header (UnidentifiedImageError: cannot identify")
+
+
+def test_a_jpeg_decodes_at_the_reduction_asked_with_libjpegs_ceil_sizes_and_anything_else_whole(jpegs, tmp_path):
+    path = jpegs["flower", 501, 377]
+    for k in (1, 2, 3):
+        bgr, got = decode.decode_bgr(path, k)
+        assert got == k and bgr.shape == (-(-377 // 2**k), -(-501 // 2**k), 3)
+    png = tmp_path / "flower.png"
+    cv2.imwrite(str(png), cv2.imread(str(path)))
+    bgr, got = decode.decode_bgr(png, 2)
+    assert got == 0 and bgr.shape == (377, 501, 3)
+
+
+def test_resize_box_at_full_resolution_uses_the_interpolation_given(jpegs):
+    bgr = cv2.imread(str(jpegs["flower", 501, 377]))
+    box = CropBox(10, 20, 210, 170)
+    cubic = decode.resize_box(bgr, 0, box, 64, cv2.INTER_CUBIC)
+    assert np.array_equal(cubic, cv2.cvtColor(decode.crop_resize(bgr, box, 64, cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB))
+    assert not np.array_equal(cubic, decode.resize_box(bgr, 0, box, 64))
+
+
+@pytest.mark.parametrize("interpolation", [cv2.INTER_LINEAR, cv2.INTER_CUBIC])
+def test_a_reduced_crop_of_a_flat_image_stays_flat_up_to_its_edges(interpolation):
+    # Upsampled from the reduced pixels, the edge samples fall outside them: the border repeats the edge pixels.
+    flat = np.full((40, 60, 3), 200, np.uint8)
+    out = decode.resize_box(flat, 1, CropBox(0, 0, 120, 80), 96, interpolation)
+    assert out.shape == (96, 96, 3) and (out == 200).all()
