@@ -94,17 +94,21 @@ def verdicts(folder: Path, module: str) -> dict[str, str]:
     return {name: ("not checked" if code is None else status_by_exit_code[code]) for name, code in codes.items()}
 
 
+CAUGHT = ("killed", "timeout")  # a mutant that makes its tests hang is caught too (mutmut's own score counts both)
+
+
 def table(found: dict[str, tuple[Path, list[str]]]) -> None:
-    print(f"{'module':40s} {'killed':>6s} / {'run':>5s}  score  (not checked)")
+    print(f"{'module':40s} {'caught':>6s} / {'run':>5s}  score  (timeouts; not checked)")
     for folder, modules in found.values():
         for module in modules:
             status = verdicts(folder, module)
             run = [s for s in status.values() if s != "not checked"]
-            killed = sum(s == "killed" for s in run)
-            score = f"{100 * killed / len(run):5.1f}%" if run else "   - "
-            print(f"{module:40s} {killed:6d} / {len(run):5d} {score}  ({len(status) - len(run)})")
+            caught = sum(s in CAUGHT for s in run)
+            score = f"{100 * caught / len(run):5.1f}%" if run else "   - "
+            timeouts = sum(s == "timeout" for s in run)
+            print(f"{module:40s} {caught:6d} / {len(run):5d} {score}  ({timeouts}; {len(status) - len(run)})")
             for name, s in status.items():
-                if s not in ("killed", "not checked"):
+                if s not in (*CAUGHT, "not checked"):
                     print(f"    {s}: {name}")
 
 

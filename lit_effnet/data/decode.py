@@ -174,7 +174,7 @@ def load_rgb(source: str | os.PathLike | bytes | EncodedImage) -> np.ndarray:
 
     OpenCV decodes JPEGs 1.2x faster than PIL (`python -m lit_effnet.bench pipeline`); EXIF
     orientation is ignored, as in PIL-based loaders (timm, torchvision) that pretrained weights saw.
-    PIL reads what OpenCV cannot (e.g. GIF).
+    PIL reads what OpenCV cannot (e.g. Targa).
     """
     return cv2.cvtColor(decode_bgr(source)[0], cv2.COLOR_BGR2RGB)
 
@@ -192,7 +192,7 @@ def decode_bgr(source: str | os.PathLike | bytes | EncodedImage, k: int = 0) -> 
     bgr = _imdecode(data, 0)
     if bgr is not None:
         return bgr, 0
-    try:  # not a format OpenCV reads (e.g. GIF): PIL, at full resolution
+    try:  # not a format OpenCV reads (e.g. Targa): PIL, at full resolution
         with Image.open(BytesIO(data)) as image:
             return cv2.cvtColor(np.asarray(image.convert("RGB")), cv2.COLOR_RGB2BGR), 0
     except (OSError, ValueError, SyntaxError) as err:

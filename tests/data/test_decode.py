@@ -323,3 +323,13 @@ def test_a_reduced_crop_of_a_flat_image_stays_flat_up_to_its_edges(interpolation
     flat = np.full((40, 60, 3), 200, np.uint8)
     out = decode.resize_box(flat, 1, CropBox(0, 0, 120, 80), 96, interpolation)
     assert out.shape == (96, 96, 3) and (out == 200).all()
+
+
+def test_a_format_opencv_cannot_read_is_decoded_by_pil_in_rgb(tmp_path):
+    tga = tmp_path / "stripes.tga"
+    rgb = np.zeros((12, 20, 3), np.uint8)
+    rgb[:, :5], rgb[:, 5:10], rgb[:, 10:15] = (255, 0, 0), (0, 255, 0), (0, 0, 255)
+    Image.fromarray(rgb).save(tga)
+    assert cv2.imread(str(tga)) is None  # OpenCV reads no Targa
+    assert np.array_equal(decode.load_rgb(tga), rgb)
+    assert np.array_equal(decode.decode_crop(tga, CropBox(0, 0, 20, 12), 12)[:, 0], np.tile([255, 0, 0], (12, 1)))
