@@ -370,3 +370,8 @@ def test_other_class_folders_in_val_than_in_train_name_the_first_difference(tmp_
     assert str(err.value) == (
         f"imagefolder: {tmp_path}/val and {tmp_path}/train have different class folders (first difference 'eel')"
     )
+
+
+def test_digits_rotation_turns_the_same_scans_the_same_way_at_every_load():
+    first, again = load_splits("digits_rotation", "."), load_splits("digits_rotation", ".")
+    assert [first.train[i][1] for i in range(50)] == [again.train[i][1] for i in range(50)]
