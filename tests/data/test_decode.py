@@ -52,8 +52,12 @@ def _albumentations_box(seed: int, height: int, width: int, scale=(0.08, 1.0)) -
 # ------------------------------------------------------------------ the box
 
 
-@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.05, 1.0), (0.6, 1.0)])
-@pytest.mark.parametrize("shape", [(375, 500), (750, 1000), (40, 1000), (1000, 30), (1, 1)])
+@pytest.mark.parametrize("scale", [(0.08, 1.0), (0.05, 1.0), (0.6, 1.0), (0.999, 1.0)])
+@pytest.mark.parametrize(
+    "shape",
+    # the edges: a crop of exactly the full width or height, a crop of one pixel, a fallback centred on an odd margin
+    [(375, 500), (750, 1000), (40, 1000), (1000, 30), (1, 1), (1001, 30), (100, 100), (150, 100), (100, 150), (3, 3)],
+)
 def test_box_is_albumentations_draw_for_draw(shape, scale):
     # (40, 1000) and (1000, 30) exceed the ratio range, so most draws end in the central fallback
     for seed in range(300):
@@ -333,3 +337,28 @@ def test_a_format_opencv_cannot_read_is_decoded_by_pil_in_rgb(tmp_path):
     assert cv2.imread(str(tga)) is None  # OpenCV reads no Targa
     assert np.array_equal(decode.load_rgb(tga), rgb)
     assert np.array_equal(decode.decode_crop(tga, CropBox(0, 0, 20, 12), 12)[:, 0], np.tile([255, 0, 0], (12, 1)))
+
+
+def test_a_box_outside_the_image_or_without_area_is_refused_naming_both():
+    image = np.zeros((40, 60, 3), np.uint8)  # 40 rows, 60 columns
+    for box in (CropBox(5, 5, 5, 20), CropBox(5, 5, 20, 5), CropBox(0, 0, 20, 50), CropBox(0, 0, 61, 20)):
+        with pytest.raises(ValueError) as error:
+            decode.crop_resize(image, box, 16)
+        assert str(error.value) == f"{box} does not lie inside an image of 40x60"
+    assert decode.crop_resize(image, CropBox(0, 0, 60, 40), 16).shape == (16, 16, 3)
+
+
+def test_decode_crop_decodes_a_jpeg_at_the_boxs_reduction_with_the_interpolation_given(jpegs):
+    path, box = jpegs["flower", 501, 377], CropBox(0, 0, 400, 300)
+    assert decode.reduction_for(box, 64) == 2
+    for interpolation in (cv2.INTER_LINEAR, cv2.INTER_CUBIC):
+        expected = decode.resize_box(*decode.decode_bgr(path, 2), box, 64, interpolation)
+        assert np.array_equal(decode.decode_crop(path, box, 64, interpolation), expected)
+    assert not np.array_equal(decode.decode_crop(path, box, 64, cv2.INTER_CUBIC), decode.decode_crop(path, box, 64))
+
+
+def test_an_empty_file_is_a_corrupt_image_naming_it(tmp_path):
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(CorruptImageError, match=f"^{empty}: cannot decode image"):
+        decode.load_rgb(empty)
