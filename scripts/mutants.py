@@ -94,6 +94,7 @@ def verdicts(folder: Path, module: str) -> dict[str, str]:
     return {name: ("not checked" if code is None else status_by_exit_code[code]) for name, code in codes.items()}
 
 
+RERUN = ("survived", "no tests")  # after tests were added: what they may now catch
 CAUGHT = ("killed", "timeout")  # a mutant that makes its tests hang is caught too (mutmut's own score counts both)
 
 
@@ -139,7 +140,7 @@ def main(argv: list[str]) -> int:
             if folder == ROOT and not patterns:
                 patterns = _project()["tool"]["lit_effnet"]["recipe-mutants"]
             if args.survivors:  # mutmut keeps a verdict unless the mutant is named: name them
-                patterns = [m for module in modules for m, s in verdicts(folder, module).items() if s == "survived"]
+                patterns = [m for module in modules for m, s in verdicts(folder, module).items() if s in RERUN]
                 if not patterns:
                     continue
             start = time.monotonic()

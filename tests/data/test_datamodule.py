@@ -19,9 +19,9 @@ from lit_effnet.data import ImageDataModule, decode, transforms
 from lit_effnet.data.datamodule import AugmentedDataset, EpochDistributedSampler, SampleKey, sample_seed
 from lit_effnet.data.datasets import ArrayDataset
 from lit_effnet.data.transforms import train_transform
-from lit_effnet.errors import ConfigError, CorruptImageError
+from lit_effnet.errors import ConfigError, CorruptImageError, DataError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
-from tests.data.fixtures import write_imagefolder
+from tests.data.fixtures import write_imagefolder, write_shard_set
 
 IMAGES = np.random.default_rng(0).integers(0, 256, (20, 24, 24, 3), dtype=np.uint8)
 PHOTOS = sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))  # china, flower: 640x427
@@ -369,3 +369,149 @@ def test_the_eval_loaders_keep_their_own_batch_size_order_size_and_no_augmentati
     assert [len(labels) for _, labels in tiny_datamodule(batch_size=100, eval_size=40).test_dataloader()] == [
         100, 100, 100, 60,
     ]  # without eval_batch_size, the train batch size  # fmt: skip
+
+
+def test_the_predict_loader_reads_files_and_folders_in_order_at_the_eval_size_labelled_by_index(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "nested").mkdir(parents=True)
+    shapes = {"b.png": (30, 50), "a.JPG": (20, 20), "nested/c.jpeg": (40, 10)}
+    for name, (h, w) in shapes.items():
+        Image.fromarray(np.full((h, w, 3), len(name), np.uint8)).save(photos / name, format="PNG")
+    (photos / "notes.txt").write_text("not an image")
+    single = tmp_path / "single.bmp"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(single)
+    datamodule = tiny_datamodule(predict_files=[str(photos), str(single)], eval_size=16, eval_batch_size=3)
+    datamodule.setup("predict")
+    assert datamodule.predict_paths() == [photos / "a.JPG", photos / "b.png", photos / "nested/c.jpeg", single]
+    batches = list(datamodule.predict_dataloader())
+    assert [labels.tolist() for _, labels in batches] == [[0, 1, 2], [3]]
+    assert all(images.shape[1:] == (3, 16, 16) for images, _ in batches)
+    assert int(batches[0][0][1].float().mean()) == len("b.png")  # each file's own pixels
+
+
+@pytest.mark.parametrize(
+    ("entries", "message"),
+    [
+        (["missing.jpg"], "data.predict_files: no such file or folder missing.jpg"),
+        (["empty"], "data.predict_files: no images in ['empty']"),
+        ([], "data.predict_files: no images in []"),
+    ],
+)
+def test_predict_files_that_name_no_image_are_refused_in_one_line(tmp_path, monkeypatch, entries, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "readme.txt").write_text("")
+    with pytest.raises(DataError) as error:
+        tiny_datamodule(predict_files=entries).setup("predict")
+    assert str(error.value) == message
+
+
+def test_the_state_holds_the_classes_and_the_train_loaders_place_and_a_resume_starts_there():
+    assert tiny_datamodule().state_dict() == {}  # nothing set up: nothing to say
+    datamodule = tiny_datamodule(batch_size=32, seed=1, image_size=16)
+    datamodule.setup("fit")
+    batches = iter(datamodule.train_dataloader())
+    next(batches), next(batches)
+    state = datamodule.state_dict()
+    assert state == {"classes": [str(d) for d in range(10)], "train_loader": {"epoch": 0, "batches": 2}}
+    resumed = tiny_datamodule(batch_size=32, seed=1, image_size=16)
+    resumed.load_state_dict(state)
+    resumed.setup("fit")
+    assert torch.equal(next(iter(resumed.train_dataloader()))[0], next(batches)[0])  # the third batch
+
+
+def test_a_resume_on_data_with_other_classes_is_refused_naming_the_root_and_the_first_difference():
+    checkpoint = {"classes": ["0", "1", "2", "3", "4", "5", "6", "7", "9", "8"]}
+    with pytest.raises(DataError) as error:
+        tiny_datamodule(root="data/x").load_state_dict(checkpoint)
+    assert str(error.value) == (
+        "data.root data/x holds other classes than the checkpoint expects: class 8 is '8', the checkpoint has '9' "
+        "(10 classes against 10)"
+    )
+    tiny_datamodule().load_state_dict({"classes": [str(d) for d in range(10)]})  # the same: accepted
+
+
+def test_image_size_eval_trains_at_the_eval_size_and_no_size_without_a_network_is_refused():
+    datamodule = tiny_datamodule(image_size="eval", eval_size=40)
+    datamodule.setup("fit")
+    assert next(iter(datamodule.train_dataloader()))[0].shape[-2:] == (40, 40)
+    unsized = tiny_datamodule(image_size=None)
+    unsized.setup("fit")
+    with pytest.raises(ConfigError) as error:
+        unsized.train_dataloader()
+    assert str(error.value) == "data.image_size is not set and the network does not say its train size"
+
+
+def test_a_followed_plan_sets_the_train_loaders_size_and_magnitude_per_epoch():
+    class TwoStages:
+        def stages_at(self, epoch):
+            return ((16, 3.0),) if epoch == 0 else ((None, None),)
+
+        def stage_of_batch(self, epoch, batch, batches):
+            return 0
+
+    datamodule = tiny_datamodule(image_size=24, randaug_magnitude=7.0)
+    datamodule.follow(TwoStages(), knobs=())
+    assert datamodule.train_stages(0) == ((16, 3.0),) and datamodule.train_stages(1) == ((24, 7.0),)
+
+
+class _Unreadable(torch.utils.data.Dataset):
+    """Five images labelled 0-4, of which those at `bad` cannot be read."""
+
+    def __init__(self, bad):
+        self.bad = set(bad)
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, index):
+        if index in self.bad:
+            raise CorruptImageError(f"img{index}.jpg: cannot decode image")
+        return np.full((4, 4, 3), index, np.uint8), index
+
+
+def test_skipping_corrupt_images_takes_the_next_readable_one_counting_each_and_stops_when_none_is_left():
+    as_tensor = A.Compose([ToTensorV2()])
+    skipping = AugmentedDataset(_Unreadable(bad={2, 3}), [as_tensor], skip_corrupt=True)
+    with pytest.warns(UserWarning) as warned:
+        image, label = skipping[2]
+    assert label == 4 and int(image.max()) == 4
+    assert [str(w.message) for w in warned] == [
+        "skipped corrupt image (1 in this process): img2.jpg: cannot decode image",
+        "skipped corrupt image (2 in this process): img3.jpg: cannot decode image",
+    ]
+    assert skipping[4][1] == 4 and skipping[0][1] == 0
+    nothing = AugmentedDataset(_Unreadable(bad=range(5)), [as_tensor], skip_corrupt=True)
+    with pytest.warns(UserWarning), pytest.raises(CorruptImageError) as error:
+        nothing[1]
+    assert str(error.value) == "no readable image among the 5 of this split"
+
+
+def test_a_shard_set_trains_and_evaluates_with_the_folder_paths_settings(tmp_path):
+    write_shard_set(tmp_path / "shards")
+    common = dict(batch_size=4, eval_batch_size=5, image_size=24, eval_size=20, crop_pct=1.0, num_workers=0, seed=2)
+    shards = ImageDataModule("shards", root=str(tmp_path / "shards"), cache_dir=str(tmp_path / "cache"), **common)
+    folder = ImageDataModule("imagefolder", root=str(tmp_path / "shards-source"), **common)
+    for datamodule in (shards, folder):
+        datamodule.setup("fit")
+    streamed, read = list(shards.val_dataloader()), list(folder.val_dataloader())
+    expected = [labels.tolist() for _, labels in read]
+    assert [labels.tolist() for _, labels in streamed] == expected == [[0, 0, 1, 1, 2], [2]]
+    assert all(torch.equal(a, b) for (a, _), (b, _) in zip(streamed, read))  # the same pixels at the eval size
+    train = list(shards.train_dataloader())
+    assert [len(labels) for _, labels in train] == [4, 4, 4] and all(x.shape[1:] == (3, 24, 24) for x, _ in train)
+    assert sorted(torch.cat([labels for _, labels in train]).tolist()) == [0] * 4 + [1] * 4 + [2] * 4
+
+    class RandomResize:
+        def stages_at(self, epoch):
+            return ((16, None), (24, None))
+
+        def stage_of_batch(self, epoch, batch, batches):
+            return batch % 2
+
+    staged = ImageDataModule("shards", root=str(tmp_path / "shards"), cache_dir=str(tmp_path / "cache2"), **common)
+    staged.setup("fit")
+    staged.follow(RandomResize(), knobs=())  # a driver follows after the data's setup
+    with pytest.raises(ConfigError) as error:
+        staged.train_dataloader()
+    assert str(error.value) == "progressive.mode random_resize: not with data.name shards (one stage per loader)"
