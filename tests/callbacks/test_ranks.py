@@ -1,0 +1,189 @@
+"""RankWatch: a dead rank ends the run in one line naming it, the last checkpoint and the resume command, exit 3.
+
+The two-process runs are in tests/test_ddp.py; here one process plays rank 0 of a two-rank run on this machine
+(torch.distributed answered by a stand-in), with a real child process as rank 1, so the watch, the message and the
+exit are seen in this process.
+"""
+
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from lit_effnet.callbacks import ranks
+from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.callbacks.ranks import EXIT_PEER_DIED, RankWatch, collective_failure, how_it_ended, process_alive
+
+# The watcher thread ends through the stand-in for os._exit (SystemExit), which pytest reports for a thread.
+pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+
+RESUME = "python train.py --config quickstart --devices 2 --ckpt_path last"
+
+
+@pytest.fixture
+def rank1():
+    """A child process standing for rank 1, started by this 'rank 0' (as Lightning's launcher starts its ranks)."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield child
+    child.kill()
+    child.wait()
+
+
+@pytest.fixture
+def exits(monkeypatch):
+    """os._exit recorded instead of done; the event is set when a rank would have exited."""
+    codes, done = [], threading.Event()
+
+    def exit_(code):
+        codes.append(code)
+        done.set()
+        raise SystemExit(code)  # ends the watcher thread, as the process would have ended
+
+    monkeypatch.setattr(ranks.os, "_exit", exit_)
+    return codes, done
+
+
+def _two_rank_trainer(monkeypatch, peer_pid, *, global_rank=0, children=(), last_saved=None, ckpt_path=None):
+    """A trainer of rank `global_rank` of 2 on this machine, the other rank being `peer_pid`."""
+    dist = torch.distributed
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    pids = {global_rank: ranks.os.getpid(), 1 - global_rank: peer_pid}
+
+    def all_gather_object(out, mine):
+        out[:] = [(socket.gethostname(), pids[r]) for r in range(2)]
+
+    monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
+    last = LastCheckpoint("/runs/x")
+    last.last_saved = last_saved
+    return SimpleNamespace(
+        world_size=2,
+        global_rank=global_rank,
+        strategy=SimpleNamespace(launcher=SimpleNamespace(procs=list(children))),
+        checkpoint_callbacks=[last],
+        ckpt_path=ckpt_path,
+    )
+
+
+def test_a_killed_rank_is_reported_once_naming_it_the_last_checkpoint_and_the_resume_command(
+    monkeypatch, capsys, rank1, exits
+):
+    codes, done = exits
+    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1], last_saved=("/runs/x/last.ckpt", 1, 4))
+    watch = RankWatch(RESUME)
+    watch.setup(trainer, None, "fit")
+    rank1.send_signal(signal.SIGKILL)
+    assert done.wait(10) and codes == [EXIT_PEER_DIED]
+    assert capsys.readouterr().err == (
+        f"error: rank 1 (pid {rank1.pid}) was killed by SIGKILL: the run stopped on every rank; last checkpoint "
+        f"/runs/x/last.ckpt (epoch 1, step 4); resume: {RESUME}\n"
+    )
+
+
+def test_without_a_checkpoint_the_line_says_so_and_resumes_without_ckpt_path(monkeypatch, capsys, rank1, exits):
+    codes, done = exits
+    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1])
+    watch = RankWatch(RESUME)
+    watch.setup(trainer, None, "fit")
+    rank1.terminate()
+    assert done.wait(10) and codes == [EXIT_PEER_DIED]
+    assert capsys.readouterr().err == (
+        f"error: rank 1 (pid {rank1.pid}) was killed by SIGTERM: the run stopped on every rank; no checkpoint was "
+        "written yet; resume: python train.py --config quickstart --devices 2\n"
+    )
+
+
+def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_a_notebook_run_says_how_to_resume(
+    monkeypatch, capsys, exits
+):
+    codes, done = exits
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a rank that is not this process's child: how it ended is unknown here
+    trainer = _two_rank_trainer(monkeypatch, gone.pid, ckpt_path="/runs/x/last.ckpt")
+    watch = RankWatch()
+    watch.on_exception(trainer, None, RuntimeError("boom"))  # before setup: no peers known, nothing to say
+    watch.setup(trainer, None, "fit")
+    assert done.wait(10) and codes == [EXIT_PEER_DIED]
+    assert capsys.readouterr().err == (
+        f"error: rank 1 (pid {gone.pid}) is gone: the run stopped on every rank; last checkpoint /runs/x/last.ckpt "
+        "(the one this run resumed from); resume: trainer.fit(..., ckpt_path=<the last checkpoint>)\n"
+    )
+
+
+def test_only_the_lowest_surviving_rank_speaks_but_every_rank_exits(monkeypatch, capsys, exits):
+    codes, done = exits
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    trainer = _two_rank_trainer(monkeypatch, gone.pid, global_rank=1)  # rank 0 died: rank 1 is the lowest left
+    RankWatch(RESUME).setup(trainer, None, "fit")
+    assert done.wait(10) and codes == [EXIT_PEER_DIED]
+    assert capsys.readouterr().err.startswith(f"error: rank 0 (pid {gone.pid}) is gone")
+
+
+def test_a_failed_collective_waits_for_the_dead_rank_and_reports_it(monkeypatch, capsys, rank1, exits):
+    codes, _ = exits
+    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1])
+    watch = RankWatch(RESUME)
+    threading.Timer(1.0, rank1.kill).start()  # gloo notices the closed socket before the process is gone
+    monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: None)  # no watcher: on_exception alone
+    watch.setup(trainer, None, "fit")
+    with pytest.raises(SystemExit):
+        watch.on_exception(trainer, None, RuntimeError("[gloo] Connection closed by peer"))
+    assert codes == [EXIT_PEER_DIED] and f"rank 1 (pid {rank1.pid}) was killed by SIGKILL" in capsys.readouterr().err
+
+
+def test_a_rank_that_fails_alone_ends_the_ranks_it_started_and_says_nothing(monkeypatch, capsys, rank1, exits):
+    codes, _ = exits
+    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1])
+    watch = RankWatch(RESUME)
+    monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: None)
+    watch.setup(trainer, None, "fit")
+    watch.on_exception(trainer, None, ValueError("a bug on rank 0"))  # not a collective: no grace period
+    assert rank1.wait(5) == -signal.SIGKILL and codes == [] and capsys.readouterr().err == ""
+    watch.on_exception(trainer, None, KeyboardInterrupt())  # every rank stops together: the peers are kept
+
+
+def test_nothing_is_watched_outside_a_multi_process_fit(monkeypatch):
+    started = []
+    monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: started.append(self))
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "xla")
+    two = SimpleNamespace(world_size=2, global_rank=0)
+    for trainer, stage in ((two, "validate"), (SimpleNamespace(world_size=1, global_rank=0), "fit"), (two, "fit")):
+        RankWatch().setup(trainer, None, stage)  # not fit, one process, XLA's process group
+    assert started == []
+
+
+def test_a_pickled_watch_keeps_its_resume_command_and_gets_its_own_lock():
+    watch = pickle.loads(pickle.dumps(RankWatch(RESUME)))
+    assert watch.resume_command == RESUME and watch._reporting.acquire(blocking=False)
+
+
+def test_how_a_process_ended_and_whether_it_still_runs():
+    assert (how_it_ended(-9), how_it_ended(-15), how_it_ended(None), how_it_ended(2), how_it_ended(0)) == (
+        "was killed by SIGKILL", "was killed by SIGTERM", "is gone", "exited with code 2", "exited with code 0",
+    )  # fmt: skip
+    assert process_alive(ranks.os.getpid())
+    zombie = subprocess.Popen([sys.executable, "-c", "pass"])
+    stat = Path(f"/proc/{zombie.pid}/stat")
+    while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        time.sleep(0.01)  # dead, not yet reaped: a zombie
+    assert not process_alive(zombie.pid)
+    zombie.wait()
+    assert not process_alive(zombie.pid)
+
+
+def test_which_errors_are_a_failed_collective():
+    assert collective_failure(torch.distributed.DistError("timeout"))
+    assert collective_failure(RuntimeError("[gloo] Connection closed by peer [10.0.0.2]:1234"))
+    assert collective_failure(RuntimeError("Connection reset by peer"))
+    assert not collective_failure(RuntimeError("CUDA out of memory"))
+    assert not collective_failure(ValueError("Connection closed"))
