@@ -47,7 +47,14 @@ def test_onnx_has_a_dynamic_batch_and_our_outputs(tmp_path):
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 32, 32]
     metadata = {p.key: p.value for p in proto.metadata_props}
-    assert json.loads(metadata["mean"]) == [0.485, 0.456, 0.406] and metadata["num_classes"] == "5"
+    assert metadata == {
+        "lit_effnet_model": "efficientnetv2_b0", "num_classes": "5",
+        "input": "float32 (N, 3, 32, 32): RGB in [0, 1], minus mean, divided by std",
+        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "32", "crop_pct": "0.875",
+        SPEC_METADATA_KEY: spec_to_json(model.spec),
+    }  # fmt: skip
+    assert result.target.startswith("ONNX opset ") and result.target.endswith(", dynamic batch")
+    assert result.load == f"onnxruntime.InferenceSession('{tmp_path / 'tiny.onnx'}').run(None, {{'images': x}})"
     session = onnxruntime.InferenceSession(str(tmp_path / "tiny.onnx"), providers=["CPUExecutionProvider"])
     for batch in (1, 4):  # 4: neither the traced batch (2) nor the checked ones (1, 3)
         x = images(batch)
@@ -61,7 +68,14 @@ def test_torch_export_program_loads_back_for_any_batch(tmp_path):
     assert float(result) <= 1e-4 * result.max_abs_output
     extra = {METADATA_FILE: ""}
     program = torch.export.load(str(tmp_path / "tiny.pt2"), extra_files=extra)
-    assert json.loads(extra[METADATA_FILE])["lit_effnet_model"] == "efficientnetv2_b0"
+    assert json.loads(extra[METADATA_FILE]) == {
+        "lit_effnet_model": "efficientnetv2_b0", "num_classes": "5",
+        "input": "float32 (N, 3, 32, 32): RGB in [0, 1], minus mean, divided by std",
+        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "32", "crop_pct": "0.875",
+        SPEC_METADATA_KEY: spec_to_json(model.spec),
+    }  # fmt: skip
+    assert result.target == "torch.export ExportedProgram, dynamic batch"
+    assert result.load == f"torch.export.load('{tmp_path / 'tiny.pt2'}').module()(x)"
     for batch in (1, 3, 5):
         x = images(batch)
         assert_close(program.module()(x), ours_of(model, x))
@@ -81,10 +95,26 @@ def test_timm_file_loads_with_create_model_pretrained(tmp_path):
     ).eval()
     x = images(2, 64)
     assert_close(loaded(x), ours_of(model, x))
+    load = (
+        f"timm.create_model('efficientnet_b0', pretrained=True, pretrained_cfg_overlay={{'file': '{path}', "
+        "'num_classes': 7, 'mean': (0.485, 0.456, 0.406), 'std': (0.229, 0.224, 0.225), 'input_size': (3, 64, 64), "
+        "'crop_pct': 0.875})"
+    )
+    note = "BN eps 0.001 folded into running_var for timm's eps 1e-05"
+    assert (result.load, result.notes, result.size, result.source) == (load, (note,), 64, "efficientnet_b0")
+    assert result.summary == (
+        f"exported efficientnet_b0 to {path} (timm efficientnet_b0): max |difference| {result.max_abs_diff:.2e} "
+        f"(outputs up to {result.max_abs_output:.3g}) on batches of 1 and 3 at 64px; load with {load}; {note}"
+    )
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
-    assert (metadata["library"], metadata["model"], metadata["bn_eps"]) == ("timm", "efficientnet_b0", "1e-05")
-    assert SPEC_METADATA_KEY not in metadata  # the tensors are timm's, folded: not a lit-effnet file
+    assert metadata == {  # the tensors are timm's, folded: no lit-effnet spec goes with them
+        "lit_effnet_model": "efficientnet_b0", "num_classes": "7",
+        "input": "float32 (N, 3, 64, 64): RGB in [0, 1], minus mean, divided by std",
+        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "64", "crop_pct": "0.875",
+        "library": "timm", "model": "efficientnet_b0", "bn_eps": "1e-05", "bn_momentum": "0.1",
+        "notes": json.dumps([note]), "load": load,
+    }  # fmt: skip
 
 
 def test_torchvision_file_loads_strictly_and_names_its_normalisation(tmp_path):
@@ -96,8 +126,23 @@ def test_torchvision_file_loads_strictly_and_names_its_normalisation(tmp_path):
     loaded.load_state_dict(load_file(str(path)), strict=True)
     x = images(2, 64)
     assert_close(loaded.eval()(x), ours_of(model, x))
+    load = (
+        "torchvision.models.get_model('efficientnet_v2_s', num_classes=6)"
+        f".load_state_dict(safetensors.torch.load_file('{path}'), strict=True)"
+    )
+    note = (
+        "input normalisation differs from torchvision's ImageNet mean/std: normalise with mean (0.5, 0.5, 0.5), "
+        "std (0.5, 0.5, 0.5)"
+    )
+    assert (result.target, result.load, result.notes) == ("torchvision efficientnet_v2_s", load, (note,))
     with safe_open(str(path), framework="pt") as f:
-        assert json.loads(f.metadata()["mean"]) == [0.5, 0.5, 0.5]
+        assert f.metadata() == {
+            "lit_effnet_model": "efficientnetv2_s", "num_classes": "6",
+            "input": "float32 (N, 3, 64, 64): RGB in [0, 1], minus mean, divided by std",
+            "mean": "[0.5, 0.5, 0.5]", "std": "[0.5, 0.5, 0.5]", "eval_size": "64", "crop_pct": "1.0",
+            "library": "torchvision", "model": "efficientnet_v2_s", "bn_eps": "0.001", "bn_momentum": "0.1",
+            "notes": json.dumps([note]), "load": load,
+        }  # fmt: skip
 
 
 def test_a_model_without_counterpart_is_refused_and_nothing_written(tmp_path):
