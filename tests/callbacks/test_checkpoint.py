@@ -1,6 +1,7 @@
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +11,9 @@ import lightning as L
 import pytest
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_effnet.callbacks import checkpoint
 from lit_effnet.callbacks.checkpoint import (
     AtomicCheckpointIO,
     LastCheckpoint,
@@ -256,3 +259,36 @@ def test_a_run_writes_through_the_strategys_own_torch_writer_and_leaves_a_users_
     pid = os.getpid()
     assert written_files(TorchCheckpointIO()) == [f".last.ckpt.tmp-{pid}"]  # this very writer, wrapped: atomic
     assert written_files(UsersWriter()) == ["last.ckpt"]
+
+
+@pytest.mark.parametrize("interruption", [SIGTERMException, KeyboardInterrupt, ValueError])
+def test_a_sigterm_or_ctrl_c_writes_last_ckpt_at_its_step_and_says_how_to_resume_and_an_error_writes_nothing(
+    tmp_path, monkeypatch, interruption
+):
+    said = []
+    monkeypatch.setattr(checkpoint, "rank_zero_info", said.append)
+
+    class Interrupt(L.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                raise interruption()
+
+    folder = tmp_path / "checkpoints"
+    trainer = fast_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=5, limit_val_batches=0, enable_checkpointing=True,
+        callbacks=[LastCheckpoint(str(folder)), Interrupt()],
+    )  # fmt: skip
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores Ctrl-C from a first one on
+    try:
+        with pytest.raises(SystemExit if interruption is KeyboardInterrupt else interruption):
+            trainer.fit(tiny_module(), tiny_datamodule())
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    if interruption is ValueError:  # a bug: nothing written on its way out
+        assert not folder.exists() and said == []
+        return
+    reason = "SIGTERM" if interruption is SIGTERMException else "interrupt"
+    assert said == [
+        f"{reason} at epoch 0, step 3: saved {folder / 'last.ckpt'}. Resume with the same command plus --ckpt_path last"
+    ]
+    assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 3
