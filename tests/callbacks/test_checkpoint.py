@@ -56,6 +56,8 @@ class SavedSteps(L.Callback):
     ("every", "expected"),
     [
         (dict(every_n_train_steps=3), [3, 4, 6, 8]),  # and at each epoch's end; never at an epoch's last batch
+        (dict(every_n_train_steps=1), [1, 2, 3, 4, 5, 6, 7, 8]),  # the epoch's last batch: the epoch's write only
+        (dict(every_n_train_steps=2, train_time_interval=60.0), [2, 4, 6, 8]),  # either trigger writes
         (dict(train_time_interval=1e-9), [3, 4, 6, 8]),  # the clock is read at logging steps (every 3rd) only
         (dict(train_time_interval=60.0), [4, 8]),  # an hour: the epochs' own only
         (dict(), [4, 8]),
@@ -292,3 +294,21 @@ def test_a_sigterm_or_ctrl_c_writes_last_ckpt_at_its_step_and_says_how_to_resume
         f"{reason} at epoch 0, step 3: saved {folder / 'last.ckpt'}. Resume with the same command plus --ckpt_path last"
     ]
     assert torch.load(folder / "last.ckpt", weights_only=False)["global_step"] == 3
+
+
+def test_with_log_every_n_steps_1_the_clock_is_read_after_every_step(tmp_path):
+    saved = SavedSteps()
+    trainer = fast_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=4, log_every_n_steps=1, enable_checkpointing=True,
+        callbacks=[LastCheckpoint(str(tmp_path), train_time_interval=1e-9), saved],
+    )  # fmt: skip
+    trainer.fit(tiny_module(), tiny_datamodule())
+    assert saved.steps == [1, 2, 3, 4, 5, 6, 7, 8]
+
+
+def test_a_second_run_in_the_same_folder_replaces_last_ckpt_without_a_versioned_name(tmp_path):
+    for _ in range(2):
+        last = LastCheckpoint(str(tmp_path))
+        trainer = fast_trainer(tmp_path, max_epochs=1, callbacks=[last], enable_checkpointing=True)
+        trainer.fit(tiny_module(), tiny_datamodule())
+    assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt", "last.prev.ckpt"]

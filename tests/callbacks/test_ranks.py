@@ -187,3 +187,12 @@ def test_which_errors_are_a_failed_collective():
     assert collective_failure(RuntimeError("Connection reset by peer"))
     assert not collective_failure(RuntimeError("CUDA out of memory"))
     assert not collective_failure(ValueError("Connection closed"))
+
+
+def test_lightnings_process_observer_is_replaced_by_one_that_watches_nothing(monkeypatch):
+    from lightning.pytorch.strategies.launchers import subprocess_script
+
+    monkeypatch.setattr(subprocess_script, "_launch_process_observer", subprocess_script._launch_process_observer)
+    threads = threading.active_count()
+    ranks.disable_lightning_process_observer()
+    assert subprocess_script._launch_process_observer([object()]) is None and threading.active_count() == threads
