@@ -76,7 +76,6 @@ class RankWatch(Callback):
         self.resume_command = resume_command
         self._peers: dict[int, int] = {}  # rank -> pid, on this machine
         self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
         self._trainer: Trainer | None = None
         self._reporting = threading.Lock()
 
@@ -100,8 +99,8 @@ class RankWatch(Callback):
         self._peers = {r: pid for r, (h, pid) in enumerate(ranks) if h == host and r != trainer.global_rank}
         self._trainer = trainer
         self._stop.clear()
-        self._thread = threading.Thread(target=self._watch, name="rank-watch", daemon=True)
-        self._thread.start()
+        # A daemon: a run that ends with the watch still polling is not kept alive by it.
+        threading.Thread(target=self._watch, name="rank-watch", daemon=True).start()
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._stop.set()  # from here on, ranks finish and exit at their own pace

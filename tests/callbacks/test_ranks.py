@@ -6,10 +6,12 @@ exit are seen in this process.
 """
 
 import pickle
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -51,25 +53,23 @@ def exits(monkeypatch):
     return codes, done
 
 
-def _two_rank_trainer(monkeypatch, peer_pid, *, global_rank=0, children=(), last_saved=None, ckpt_path=None):
-    """A trainer of rank `global_rank` of 2 on this machine, the other rank being `peer_pid`."""
+def _two_rank_trainer(
+    monkeypatch, peer_pid, *, global_rank=0, children=(), last_saved=None, ckpt_path=None, peer_host=None
+):
+    """A trainer of rank `global_rank` of 2, the other rank being `peer_pid` on this machine (or `peer_host`)."""
     dist = torch.distributed
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
-    pids = {global_rank: ranks.os.getpid(), 1 - global_rank: peer_pid}
 
     def all_gather_object(out, mine):
-        out[:] = [(socket.gethostname(), pids[r]) for r in range(2)]
+        out[:] = [mine if r == global_rank else (peer_host or socket.gethostname(), peer_pid) for r in range(2)]
 
     monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
     last = LastCheckpoint("/runs/x")
     last.last_saved = last_saved
+    strategy = SimpleNamespace(launcher=SimpleNamespace(procs=list(children))) if children is not None else object()
     return SimpleNamespace(
-        world_size=2,
-        global_rank=global_rank,
-        strategy=SimpleNamespace(launcher=SimpleNamespace(procs=list(children))),
-        checkpoint_callbacks=[last],
-        ckpt_path=ckpt_path,
+        world_size=2, global_rank=global_rank, strategy=strategy, checkpoint_callbacks=[last], ckpt_path=ckpt_path
     )
 
 
@@ -80,6 +80,9 @@ def test_a_killed_rank_is_reported_once_naming_it_the_last_checkpoint_and_the_re
     trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1], last_saved=("/runs/x/last.ckpt", 1, 4))
     watch = RankWatch(RESUME)
     watch.setup(trainer, None, "fit")
+    watcher = next(t for t in threading.enumerate() if t.name == "rank-watch")
+    assert watcher.daemon  # never what keeps a finished run's process alive
+    assert not done.wait(0.8) and codes == []  # a live peer: nothing said, several polls long
     rank1.send_signal(signal.SIGKILL)
     assert done.wait(10) and codes == [EXIT_PEER_DIED]
     assert capsys.readouterr().err == (
@@ -107,7 +110,7 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_a_notebook_run_s
     codes, done = exits
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()  # a rank that is not this process's child: how it ended is unknown here
-    trainer = _two_rank_trainer(monkeypatch, gone.pid, ckpt_path="/runs/x/last.ckpt")
+    trainer = _two_rank_trainer(monkeypatch, gone.pid, ckpt_path="/runs/x/last.ckpt", children=None)  # no launcher
     watch = RankWatch()
     watch.on_exception(trainer, None, RuntimeError("boom"))  # before setup: no peers known, nothing to say
     watch.setup(trainer, None, "fit")
@@ -146,20 +149,40 @@ def test_a_rank_that_fails_alone_ends_the_ranks_it_started_and_says_nothing(monk
     watch = RankWatch(RESUME)
     monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: None)
     watch.setup(trainer, None, "fit")
+    start = time.monotonic()
     watch.on_exception(trainer, None, ValueError("a bug on rank 0"))  # not a collective: no grace period
+    assert time.monotonic() - start < 0.5
     assert rank1.wait(5) == -signal.SIGKILL and codes == [] and capsys.readouterr().err == ""
     watch.on_exception(trainer, None, KeyboardInterrupt())  # every rank stops together: the peers are kept
 
 
-def test_nothing_is_watched_outside_a_multi_process_fit(monkeypatch):
-    started = []
-    monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: started.append(self))
-    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
-    monkeypatch.setattr(torch.distributed, "get_backend", lambda: "xla")
-    two = SimpleNamespace(world_size=2, global_rank=0)
-    for trainer, stage in ((two, "validate"), (SimpleNamespace(world_size=1, global_rank=0), "fit"), (two, "fit")):
-        RankWatch().setup(trainer, None, stage)  # not fit, one process, XLA's process group
+def test_only_a_multi_process_fit_over_gloo_or_nccl_is_watched_and_only_ranks_on_this_machine(monkeypatch, exits):
+    started, start = [], ranks.threading.Thread.start
+    monkeypatch.setattr(ranks.threading.Thread, "start", lambda self: started.append(self.name))
+    backend, initialized = ["gloo"], [True]
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: initialized[0])
+    monkeypatch.setattr(torch.distributed, "get_backend", lambda: backend[0])
+    gather = lambda out, mine: out.__setitem__(slice(None), [mine] * 2)  # noqa: E731
+    monkeypatch.setattr(torch.distributed, "all_gather_object", gather)
+    two, one = SimpleNamespace(world_size=2, global_rank=0), SimpleNamespace(world_size=1, global_rank=0)
+    RankWatch().setup(two, None, "validate")  # not fit
+    RankWatch().setup(one, None, "fit")  # one process
+    backend[0] = "xla"
+    RankWatch().setup(two, None, "fit")  # XLA's process group
+    backend[0], initialized[0] = "gloo", False
+    RankWatch().setup(two, None, "fit")  # no process group
     assert started == []
+    initialized[0] = True
+    for backend[0] in ("gloo", "nccl", "cpu:gloo,cuda:nccl"):
+        RankWatch().setup(two, None, "fit")
+    assert started == ["rank-watch"] * 3
+    monkeypatch.setattr(ranks.threading.Thread, "start", start)
+    codes, done = exits
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    remote = _two_rank_trainer(monkeypatch, gone.pid, peer_host="another-machine")  # its pid means nothing here
+    RankWatch().setup(remote, None, "fit")
+    assert not done.wait(0.8) and codes == []
 
 
 def test_a_pickled_watch_keeps_its_resume_command_and_gets_its_own_lock():
@@ -172,6 +195,15 @@ def test_how_a_process_ended_and_whether_it_still_runs():
         "was killed by SIGKILL", "was killed by SIGTERM", "is gone", "exited with code 2", "exited with code 0",
     )  # fmt: skip
     assert process_alive(ranks.os.getpid())
+    with tempfile.TemporaryDirectory() as folder:  # /proc/<pid>/stat puts the name in parentheses: any name
+        odd = Path(folder, "x) Z (")
+        odd.symlink_to(shutil.which("sleep"))
+        sleeper = subprocess.Popen([str(odd), "30"])
+        try:
+            assert process_alive(sleeper.pid)
+        finally:
+            sleeper.kill()
+            sleeper.wait()
     zombie = subprocess.Popen([sys.executable, "-c", "pass"])
     stat = Path(f"/proc/{zombie.pid}/stat")
     while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":
@@ -196,3 +228,16 @@ def test_lightnings_process_observer_is_replaced_by_one_that_watches_nothing(mon
     threads = threading.active_count()
     ranks.disable_lightning_process_observer()
     assert subprocess_script._launch_process_observer([object()]) is None and threading.active_count() == threads
+
+
+def test_without_proc_a_process_is_alive_while_its_pid_answers_signal_0(monkeypatch):
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+
+    def no_proc(path, *args, **kwargs):
+        raise PermissionError(path)  # as where /proc/<pid>/stat cannot be read (e.g. macOS: no /proc)
+
+    monkeypatch.setattr("builtins.open", no_proc)
+    alive = (process_alive(ranks.os.getpid()), process_alive(gone.pid))
+    monkeypatch.undo()
+    assert alive == (True, False)
