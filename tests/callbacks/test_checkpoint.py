@@ -312,3 +312,31 @@ def test_a_second_run_in_the_same_folder_replaces_last_ckpt_without_a_versioned_
         trainer = fast_trainer(tmp_path, max_epochs=1, callbacks=[last], enable_checkpointing=True)
         trainer.fit(tiny_module(), tiny_datamodule())
     assert sorted(p.name for p in tmp_path.glob("*.ckpt")) == ["last.ckpt", "last.prev.ckpt"]
+
+
+def test_the_epochs_last_batch_leaves_last_ckpt_to_the_epochs_own_write_after_the_epoch_is_processed(tmp_path):
+    trainer = fast_trainer(
+        tmp_path, max_epochs=1, limit_train_batches=4, enable_checkpointing=True,
+        callbacks=[LastCheckpoint(str(tmp_path), every_n_train_steps=1)],
+    )  # fmt: skip
+    trainer.fit(tiny_module(), tiny_datamodule())
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    # a write at the last batch would hold the epoch as not yet processed (a resume would run its end again)
+    assert saved["global_step"] == 4 and saved["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"] == 1
+
+
+def test_the_time_trigger_writes_once_the_interval_in_minutes_has_passed_since_the_last_write(tmp_path, monkeypatch):
+    clock = [0.0]
+    monkeypatch.setattr(checkpoint.time, "monotonic", lambda: clock[0])
+
+    class ThirtySecondSteps(L.Callback):  # runs before the checkpoint callbacks, which Lightning puts last
+        def on_train_batch_end(self, trainer, *args):
+            clock[0] = 30.0 * trainer.global_step
+
+    saved = SavedSteps()
+    trainer = fast_trainer(
+        tmp_path, max_epochs=2, limit_train_batches=4, log_every_n_steps=1, enable_checkpointing=True,
+        callbacks=[ThirtySecondSteps(), LastCheckpoint(str(tmp_path), train_time_interval=1.0), saved],
+    )  # fmt: skip
+    trainer.fit(tiny_module(), tiny_datamodule())
+    assert saved.steps == [2, 4, 6, 8]  # 60 s after the start, or after the last write (at 4: the epoch's)
