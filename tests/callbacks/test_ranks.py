@@ -77,7 +77,8 @@ def test_a_killed_rank_is_reported_once_naming_it_the_last_checkpoint_and_the_re
     monkeypatch, capsys, rank1, exits
 ):
     codes, done = exits
-    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1], last_saved=("/runs/x/last.ckpt", 1, 4))
+    rank2 = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # another rank it started
+    trainer = _two_rank_trainer(monkeypatch, rank1.pid, children=[rank1, rank2], last_saved=("/runs/x/last.ckpt", 1, 4))
     watch = RankWatch(RESUME)
     watch.setup(trainer, None, "fit")
     watcher = next(t for t in threading.enumerate() if t.name == "rank-watch")
@@ -85,6 +86,7 @@ def test_a_killed_rank_is_reported_once_naming_it_the_last_checkpoint_and_the_re
     assert not done.wait(0.8) and codes == []  # a live peer: nothing said, several polls long
     rank1.send_signal(signal.SIGKILL)
     assert done.wait(10) and codes == [EXIT_PEER_DIED]
+    assert rank2.wait(5) == -signal.SIGKILL  # the ranks it started end with it
     assert capsys.readouterr().err == (
         f"error: rank 1 (pid {rank1.pid}) was killed by SIGKILL: the run stopped on every rank; last checkpoint "
         f"/runs/x/last.ckpt (epoch 1, step 4); resume: {RESUME}\n"
