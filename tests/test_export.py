@@ -43,6 +43,7 @@ def test_onnx_has_a_dynamic_batch_and_our_outputs(tmp_path):
     model = tiny()
     result = export_model(model, "onnx", tmp_path / "tiny.onnx")
     assert 0 <= float(result) <= 1e-4 * result.max_abs_output
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny.onnx"]  # one file: no external data beside it
     proto = onnx.load(str(tmp_path / "tiny.onnx"))
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 32, 32]
