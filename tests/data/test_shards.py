@@ -467,3 +467,64 @@ def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_2(tmp_path, monk
     assert err[-1].startswith(
         "error: s3://lake/sets/digits: reading lit_effnet_shards.json failed at http://127.0.0.1:9"
     )
+
+
+def test_an_s3_store_reads_writes_lists_and_deletes_under_its_own_prefix_only(s3_server):
+    import boto3
+
+    boto3.client("s3").put_object(Bucket="lake", Key="sets/xy/other", Body=b"a sibling prefix")
+    store = shards.store_of("s3://lake/sets/x/")
+    assert (
+        isinstance(store, shards.S3Store) and store.join("train", "index.json") == "s3://lake/sets/x/train/index.json"
+    )
+    assert store.is_empty() and store.read_text("m.json") is None and store.local_folder("train") is None
+    store.write_text("m.json", '{"a": 1}')
+    store.write_text("train/index.json", "[]")
+    store.write_text("train/chunk-0.bin", "x")
+    assert not store.is_empty() and store.read_text("m.json") == '{"a": 1}'
+    store.delete("train")
+    assert sorted(k["Key"] for k in boto3_objects("lake")) == ["sets/x/m.json", "sets/xy/other"]
+    store.delete("m.json")
+    assert store.is_empty() and not shards.store_of("s3://lake").is_empty()  # the bucket's root: everything
+
+
+def test_each_s3_operation_that_fails_names_the_store_the_operation_and_the_endpoint(tmp_path, monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
+        monkeypatch.setenv(key, value)
+    store, local = shards.store_of("s3://lake/sets/x"), tmp_path / "chunk.bin"
+    local.write_bytes(b"x")
+    operations = [
+        (lambda: store.write_text("m.json", "{}"), "writing m.json"),
+        (lambda: store.read_text("m.json"), "reading m.json"),
+        (lambda: store.is_empty(), "listing sets/x/"),
+        (lambda: store.delete("train"), "listing sets/x/train/"),
+        (lambda: store.upload(str(local), "train/chunk.bin"), "uploading train/chunk.bin"),
+        (lambda: shards.store_of("s3://lake").is_empty(), "listing /"),
+    ]
+    for operation, what in operations:
+        with pytest.raises(DataError) as error:
+            operation()
+        root = "s3://lake" if what == "listing /" else "s3://lake/sets/x"
+        assert str(error.value).startswith(f"{root}: {what} failed at http://127.0.0.1:9 ("), str(error.value)
+
+
+def test_a_local_store_writes_nested_files_whole_and_joins_paths(tmp_path):
+    store = shards.store_of(tmp_path / "set")
+    assert not isinstance(store, shards.S3Store) and store.is_empty()
+    store.write_text("train/deeper/index.json", "[]")  # folders made as needed
+    assert (tmp_path / "set/train/deeper/index.json").read_text() == "[]" and not store.is_empty()
+    assert store.join("train", "index.json") == f"{tmp_path}/set/train/index.json"
+    assert store.local_folder("val") == str(tmp_path / "set/val")
+
+
+def test_the_shard_command_takes_data_name_and_root_from_the_config_chain_then_the_overrides(tmp_path):
+    assert shards.config_data([]) == ("digits", "data")  # ImageDataModule's defaults
+    assert shards.config_data(["--config", "transfer/cifar10", "-h"]) == ("cifar10", "data")  # -h is not ours
+    own = tmp_path / "own.yaml"
+    own.write_text("extends: transfer/cifar10\ndata:\n  root: /datasets\n")
+    assert shards.config_data(["--config", str(own)]) == ("cifar10", "/datasets")
+    assert shards.config_data(["--config", str(own), "--data.root", "/elsewhere", "--data.name", "cifar100"]) == (
+        "cifar100", "/elsewhere",
+    )  # fmt: skip
