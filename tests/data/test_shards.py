@@ -528,3 +528,21 @@ def test_the_shard_command_takes_data_name_and_root_from_the_config_chain_then_t
     assert shards.config_data(["--config", str(own), "--data.root", "/elsewhere", "--data.name", "cifar100"]) == (
         "cifar100", "/elsewhere",
     )  # fmt: skip
+
+
+def test_the_shard_commands_help_names_it_and_says_what_each_option_does(monkeypatch, capsys):
+    monkeypatch.setenv("COLUMNS", "200")
+    with pytest.raises(SystemExit) as done:
+        shards.shard_command(["--help"])
+    out = " ".join(capsys.readouterr().out.split())  # argparse's column layout aside
+    assert done.value.code == 0 and out.startswith("usage: python train.py shard [-h] --config CONFIG --out OUT")
+    for line in (
+        "`train.py shard --config NAME --out DIR_OR_URL [--chunk_bytes 64MB] [--threads 8]`.",
+        "--config CONFIG the config whose dataset (data.*) to shard",
+        "--out OUT a new folder, or s3://bucket/prefix",
+        "--chunk_bytes CHUNK_BYTES size of one chunk (litdata's default)",
+        "--threads THREADS threads reading the image files",
+        "--data.name NAME override the config's data.name",
+        "--data.root ROOT override the config's data.root",
+    ):
+        assert line in out, line
