@@ -546,3 +546,12 @@ def test_the_shard_commands_help_names_it_and_says_what_each_option_does(monkeyp
         "--data.root ROOT override the config's data.root",
     ):
         assert line in out, line
+
+
+def test_the_shard_commands_data_overrides_beat_the_config(tmp_path):
+    write_imagefolder(tmp_path / "real", classes=("ant", "bee"), per_class=2)
+    config = config_file(tmp_path, tmp_path / "nowhere", name="cifar10")  # another dataset, another root
+    out = tmp_path / "set"
+    argv = ["--config", config, "--data.name", "imagefolder", "--data.root", str(tmp_path / "real"), "--out", str(out)]
+    assert shards.shard_command([*argv, "--chunk_bytes", "100000", "--threads", "1"]) == 0
+    assert json.loads((out / shards.MANIFEST).read_text())["classes"] == ["ant", "bee"]
