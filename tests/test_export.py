@@ -234,6 +234,15 @@ def test_checkpoint_exports_its_ema_weights_by_default(tmp_path):
 
     export_checkpoint(tmp_path, "torch_export", tmp_path / "raw.pt2", weights="raw")  # a run folder: its last.ckpt
     assert_close(torch.export.load(str(tmp_path / "raw.pt2")).module()(x), ours_of(raw, x))
+    with pytest.raises(ExportMismatchError, match=r"more than -1 x the largest output"):  # the tolerance reaches it
+        export_checkpoint(path, "torch_export", tmp_path / "strict.pt2", rtol=-1.0)
+
+
+def test_the_check_is_the_same_at_every_export_and_new_folders_are_made(tmp_path):
+    model = scrambled(create_model("efficientnet_b0", num_classes=3, eval_size=32))
+    first = export_model(model, "torchvision", tmp_path / "new" / "folders" / "a.safetensors")
+    again = export_model(model, "torchvision", tmp_path / "b.safetensors")
+    assert (first.max_abs_diff, first.max_abs_output) == (again.max_abs_diff, again.max_abs_output) != (0.0, 0.0)
 
 
 def test_train_py_export_writes_the_runs_ema_model_and_refuses_what_timm_cannot_build(tmp_path, monkeypatch, capsys):
