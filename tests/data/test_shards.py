@@ -1,6 +1,7 @@
 """Shard sets (lit_effnet/data/shards.py): `train.py shard`, training from them as from folders, resume, bad input."""
 
 import collections
+import dataclasses
 import json
 import os
 import shutil
@@ -23,9 +24,9 @@ from lit_effnet.callbacks import ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.cli import PROJECT_ROOT, main
 from lit_effnet.data import ImageDataModule, shards
-from lit_effnet.data.datasets import load_digits_splits
+from lit_effnet.data.datasets import load_digits_splits, load_splits
 from lit_effnet.data.transforms import train_transform
-from lit_effnet.errors import CorruptImageError, DataError, DatasetNotFoundError
+from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
 from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
@@ -555,3 +556,67 @@ def test_the_shard_commands_data_overrides_beat_the_config(tmp_path):
     argv = ["--config", config, "--data.name", "imagefolder", "--data.root", str(tmp_path / "real"), "--out", str(out)]
     assert shards.shard_command([*argv, "--chunk_bytes", "100000", "--threads", "1"]) == 0
     assert json.loads((out / shards.MANIFEST).read_text())["classes"] == ["ant", "bee"]
+
+
+def test_corrupt_images_in_a_row_are_each_counted_and_a_split_with_none_readable_stops(tmp_path):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    for bad in ("dog/0.jpg", "dog/1.jpg"):
+        (tmp_path / "folder" / "train" / bad).write_bytes(b"\xff\xd8\xff not a jpeg")
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "set"), log=lambda line: None)
+    url, transform = str(tmp_path / "set" / "train"), train_transform(24)
+    skipping = shards.ShardStream(url, transform, size=6, skip_corrupt=True)
+    with pytest.warns(UserWarning, match=r"skipped corrupt image \(1 in this process\): .*train/dog/0\.jpg"):
+        _, label = skipping[2]
+    assert label == 2 and skipping.skipped == 2  # dog/1.jpg skipped too, for eel/0.jpg
+    for name in ("cat/0.jpg", "cat/1.jpg", "eel/0.jpg", "eel/1.jpg"):
+        (tmp_path / "folder" / "train" / name).write_bytes(b"\xff\xd8\xff not a jpeg")
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "all-bad"), log=lambda line: None)
+    url = str(tmp_path / "all-bad" / "train")
+    with pytest.warns(UserWarning), pytest.raises(CorruptImageError) as error:
+        shards.ShardStream(url, transform, size=6, skip_corrupt=True)[0]
+    assert str(error.value) == f"no readable image among the 6 of {url}"
+
+
+def test_a_sample_record_holds_the_files_bytes_and_relative_path_or_the_arrays_uint8_pixels(tmp_path):
+    image = tmp_path / "cls" / "a.jpg"
+    image.parent.mkdir()
+    image.write_bytes(b"\xff\xd8 bytes")
+    encoded = shards.sample_record(4, shards.read_encoded(image), np.int64(2), str(tmp_path))
+    assert encoded == {"index": 4, "label": 2, "path": "cls/a.jpg", "image": b"\xff\xd8 bytes"}
+    array = shards.sample_record(5, np.arange(12, dtype=np.int64).reshape(2, 2, 3), 1, str(tmp_path))
+    assert {k: v for k, v in array.items() if k != "image"} == {"index": 5, "label": 1, "path": ""}
+    assert array["image"].dtype == np.uint8 and array["image"].tolist() == np.arange(12).reshape(2, 2, 3).tolist()
+
+
+def test_only_file_and_array_splits_can_be_sharded_and_a_concatenation_reads_its_parts_files_undecoded(tmp_path):
+    write_imagefolder(tmp_path)
+    from torch.utils.data import ConcatDataset, TensorDataset
+    from torchvision.datasets import ImageFolder
+
+    parts = ConcatDataset([ImageFolder(str(tmp_path / "train")), ImageFolder(str(tmp_path / "val"))])
+    samples = shards.split_samples(parts)
+    assert all(isinstance(samples[i][0], shards.EncodedImage) for i in (0, len(samples) - 1))
+    with pytest.raises(ConfigError) as error:
+        shards.split_samples(TensorDataset(torch.zeros(2, 3)))
+    assert str(error.value) == "cannot shard a TensorDataset split: it holds neither files nor arrays"
+
+
+def test_a_manifest_names_the_source_and_its_fingerprint_follows_the_classes_and_the_files(tmp_path):
+    write_imagefolder(tmp_path / "folder")
+    splits = load_splits("imagefolder", tmp_path / "folder")
+    plan = shards.plan_of("imagefolder", str(tmp_path / "folder"), splits)
+    assert {k: v for k, v in plan.items() if k != "fingerprint"} == {
+        "format": "lit-effnet shards 1", "dataset": "imagefolder", "source": str(tmp_path / "folder"),
+        "classes": ["cat", "dog", "eel"], "sizes": {"train": 12, "val": 6},  # by folder: test is val
+        "split_folders": {"train": "train", "val": "val", "test": "val"},
+    }  # fmt: skip
+    digits = load_digits_splits()
+    embedded = shards.plan_of("digits", "anywhere", digits)
+    assert embedded["source"].startswith("embedded") and embedded == shards.plan_of("digits", "elsewhere", digits)
+    apart = dataclasses.replace(digits, test=digits.train)
+    assert shards.plan_of("digits", "x", apart)["split_folders"]["test"] == "test"  # a test split of its own
+    renamed = dataclasses.replace(splits, classes=["cat", "dog", "emu"])
+    assert shards.plan_of("imagefolder", str(tmp_path / "folder"), renamed)["fingerprint"] != plan["fingerprint"]
+    (tmp_path / "folder/train/eel/0.jpg").rename(tmp_path / "folder/train/eel/9.jpg")  # same counts, other files
+    moved = load_splits("imagefolder", tmp_path / "folder")
+    assert shards.plan_of("imagefolder", str(tmp_path / "folder"), moved)["fingerprint"] != plan["fingerprint"]
