@@ -184,11 +184,14 @@ def test_an_interrupted_conversion_is_no_shard_set_and_a_rerun_finishes_or_start
 # ------------------------------------------------------------------ training from shards as from folders
 
 
-def test_shard_epochs_hold_the_folder_epochs_samples_pixel_for_pixel_in_another_order(photo_folder, photo_shards):
+@pytest.mark.parametrize("workers", [2, 0])  # 0: the samples are made in this process (where mutmut sees them)
+def test_shard_epochs_hold_the_folder_epochs_samples_pixel_for_pixel_in_another_order(
+    photo_folder, photo_shards, workers
+):
     """Each epoch from shards holds the same (label, augmented image) samples as from the folder: the same bytes
     through the same transform with the same draws, reduced-scale decodes and RandAugment included."""
     folder = photo_datamodule("imagefolder", photo_folder)
-    streamed = photo_datamodule("shards", photo_shards, num_workers=2)
+    streamed = photo_datamodule("shards", photo_shards, num_workers=workers)
     for datamodule in (folder, streamed):
         datamodule.setup("fit")
     folder_loader, shard_loader = folder.train_dataloader(), streamed.train_dataloader()
