@@ -476,10 +476,12 @@ def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_2(tmp_path, monk
 def test_an_s3_store_reads_writes_lists_and_deletes_under_its_own_prefix_only(s3_server):
     import boto3
 
-    boto3.client("s3").put_object(Bucket="lake", Key="sets/xy/other", Body=b"a sibling prefix")
-    store = shards.store_of("s3://lake/sets/x/")
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="pond")  # its own bucket: moto's objects outlive a test in the same process
+    client.put_object(Bucket="pond", Key="sets/xy/other", Body=b"a sibling prefix")
+    store = shards.store_of("s3://pond/sets/x/")
     assert (
-        isinstance(store, shards.S3Store) and store.join("train", "index.json") == "s3://lake/sets/x/train/index.json"
+        isinstance(store, shards.S3Store) and store.join("train", "index.json") == "s3://pond/sets/x/train/index.json"
     )
     assert store.is_empty() and store.read_text("m.json") is None and store.local_folder("train") is None
     store.write_text("m.json", '{"a": 1}')
@@ -487,9 +489,9 @@ def test_an_s3_store_reads_writes_lists_and_deletes_under_its_own_prefix_only(s3
     store.write_text("train/chunk-0.bin", "x")
     assert not store.is_empty() and store.read_text("m.json") == '{"a": 1}'
     store.delete("train")
-    assert sorted(k["Key"] for k in boto3_objects("lake")) == ["sets/x/m.json", "sets/xy/other"]
+    assert sorted(k["Key"] for k in boto3_objects("pond")) == ["sets/x/m.json", "sets/xy/other"]
     store.delete("m.json")
-    assert store.is_empty() and not shards.store_of("s3://lake").is_empty()  # the bucket's root: everything
+    assert store.is_empty() and not shards.store_of("s3://pond").is_empty()  # the bucket's root: everything
 
 
 def test_each_s3_operation_that_fails_names_the_store_the_operation_and_the_endpoint(tmp_path, monkeypatch):
