@@ -275,3 +275,48 @@ def test_train_py_export_writes_the_runs_ema_model_and_refuses_what_timm_cannot_
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: nan.pt2: our model's outputs are not finite (non-finite values in stem.conv.weight), so "
                    "the file cannot be checked against them (file kept)"]  # fmt: skip
+
+
+def test_the_check_passes_a_difference_up_to_rtol_times_the_largest_output_and_no_further(tmp_path, monkeypatch):
+    import lit_effnet.export as export
+
+    model = scrambled(create_model("efficientnetv2_s", num_classes=3, eval_size=32))  # torchvision's BN eps: no fold
+    exact = export_model(model, "torchvision", tmp_path / "exact.safetensors", rtol=0.0)  # 0 <= 0 x scale
+    assert exact.fmt == "torchvision" and exact.max_abs_diff == 0.0 and exact.max_abs_output > 1.5
+    original, offset = export.to_torchvision, 0.5 * 1e-4 * exact.max_abs_output
+
+    def off_by(model, fold_bn_eps=False):
+        module = original(model, fold_bn_eps)
+        with torch.no_grad():
+            module.classifier[1].bias.add_(offset)
+        return module
+
+    monkeypatch.setattr(export, "to_torchvision", off_by)
+    close = export_model(model, "torchvision", tmp_path / "close.safetensors", rtol=1e-4)  # half the tolerance
+    assert close.max_abs_diff == pytest.approx(offset, rel=1e-3)
+    with pytest.raises(ExportMismatchError):
+        export_model(model, "torchvision", tmp_path / "far.safetensors", rtol=0.4e-4)
+
+
+def test_a_model_with_many_non_finite_weights_names_three_and_counts_the_rest(tmp_path):
+    model = tiny()
+    with torch.no_grad():
+        names = [name for name, p in model.named_parameters() if p.dim() > 1][:5]
+        for name in names:
+            parameter = model.get_parameter(name)
+            parameter[(0,) * parameter.dim()] = float("inf")
+    with pytest.raises(NonFiniteModelError) as error:
+        export_model(model, "torch_export", tmp_path / "inf.pt2")
+    assert f"(non-finite values in {', '.join(names[:3])} and 2 more)" in str(error.value)
+
+
+def test_finite_weights_whose_outputs_overflow_are_named_as_such(tmp_path):
+    model = tiny()
+    with torch.no_grad():
+        model.classifier.weight.fill_(3e38)  # finite, but the logits overflow float32
+    with pytest.raises(NonFiniteModelError) as error:
+        export_model(model, "torch_export", tmp_path / "overflow.pt2")
+    assert str(error.value) == (
+        f"{tmp_path / 'overflow.pt2'}: our model's outputs are not finite (NaN or inf), so the file cannot be "
+        "checked against them (file kept)"
+    )
