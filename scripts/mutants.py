@@ -20,8 +20,10 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +32,7 @@ import tomllib
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "mutants-runs"
 LINKED = ["lit_effnet", "tests", "configs", "train.py"]
+HANG_S = 60  # a mutant's worker this old that used under a quarter of it in CPU time is waiting on nothing
 
 
 def dotted(module_path: str) -> str:
@@ -113,6 +116,27 @@ def table(found: dict[str, tuple[Path, list[str]]]) -> None:
                     print(f"    {s}: {name}")
 
 
+def _end_hung_workers(run: subprocess.Popen, stop: threading.Event) -> None:
+    """mutmut stops a mutant at a CPU-time limit, which a worker waiting forever (the shard writer's loop bounds
+    mutated: litdata then waits for chunks that never come) never reaches. Such a worker gets SIGXCPU, which mutmut
+    records as a timeout. Workers are the children of mutmut's fork server, the child of `mutmut run`."""
+    import psutil  # installed with the dev tools (ipykernel brings it)
+
+    while not stop.wait(15):
+        try:
+            servers = psutil.Process(run.pid).children()
+        except psutil.NoSuchProcess:
+            return
+        for worker in (w for server in servers for w in server.children()):
+            try:
+                age, cpu = time.time() - worker.create_time(), sum(worker.cpu_times()[:2])
+                if age > HANG_S and 4 * cpu < age:
+                    print(f"\nworker {worker.pid}: {age:.0f} s, {cpu:.0f} s of CPU: a hang, ended", flush=True)
+                    worker.send_signal(signal.SIGXCPU)
+            except psutil.NoSuchProcess:
+                pass
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("patterns", nargs="*", help="mutant names or globs, as mutmut takes them (default: all)")
@@ -145,7 +169,11 @@ def main(argv: list[str]) -> int:
                     continue
             start = time.monotonic()
             print(f"== {name}: mutmut run in {folder.relative_to(ROOT) if folder != ROOT else '.'}", flush=True)
-            code = subprocess.call([mutmut, "run", "--max-children", str(args.jobs), *patterns], cwd=folder)
+            run = subprocess.Popen([mutmut, "run", "--max-children", str(args.jobs), *patterns], cwd=folder)
+            stop = threading.Event()
+            threading.Thread(target=_end_hung_workers, args=(run, stop), daemon=True).start()
+            code = run.wait()
+            stop.set()
             print(f"== {name}: mutmut exit {code} after {time.monotonic() - start:.0f} s", flush=True)
     table(chosen)
     return 0
