@@ -120,7 +120,7 @@ def _end_hung_workers(run: subprocess.Popen, stop: threading.Event) -> None:
     """mutmut stops a mutant at a CPU-time limit, which a worker waiting forever (the shard writer's loop bounds
     mutated: litdata then waits for chunks that never come) never reaches. Such a worker gets SIGXCPU, which mutmut
     records as a timeout. Workers are the children of mutmut's fork server, the child of `mutmut run`."""
-    import psutil  # installed with the dev tools (ipykernel brings it)
+    import psutil  # installed with the dev tools (ipykernel's ipython requires it)
 
     while not stop.wait(15):
         try:
