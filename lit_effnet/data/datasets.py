@@ -291,9 +291,7 @@ def load_birdsnap_splits(root: Path) -> Splits:
 
 
 def birdsnap_classes(root: Path) -> list[str]:
-    train = root / "birdsnap" / "train"
-    _require([train], "birdsnap", BIRDSNAP_HOW_TO.format(folder=root / "birdsnap"))
-    return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
+    return _folder_classes(root / "birdsnap" / "train", "birdsnap", BIRDSNAP_HOW_TO.format(folder=root / "birdsnap"))
 
 
 def load_imagefolder_splits(root: Path) -> Splits:
@@ -326,9 +324,13 @@ def _image_folder(folder: Path, loader: Callable[[str], object], how: str) -> Im
 
 
 def imagefolder_classes(root: Path) -> list[str]:
-    """Class names of an ImageFolder tree without listing its images (cheap, for the class count)."""
     train = root / "train"
-    _require([train], "imagefolder", f"Expected class folders under {train}/<class>/.")
+    return _folder_classes(train, "imagefolder", f"Expected class folders under {train}/<class>/.")
+
+
+def _folder_classes(train: Path, name: str, how: str) -> list[str]:
+    """Class names of a class-folder tree without listing its images (cheap, for the class count)."""
+    _require([train], name, how)
     return sorted(entry.name for entry in os.scandir(train) if entry.is_dir())
 
 
