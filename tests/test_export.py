@@ -29,6 +29,16 @@ def images(batch, size=32, seed=3):
     return torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+def tiny_graph_metadata(model) -> dict[str, str]:
+    """What an ONNX or torch.export file of `tiny()` says about itself (its spec goes with a graph)."""
+    return {
+        "lit_effnet_model": "efficientnetv2_b0", "num_classes": "5",
+        "input": "float32 (N, 3, 32, 32): RGB in [0, 1], minus mean, divided by std",
+        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "32", "crop_pct": "0.875",
+        SPEC_METADATA_KEY: spec_to_json(model.spec),
+    }  # fmt: skip
+
+
 def assert_close(theirs, ours):
     assert theirs.shape == ours.shape
     assert (theirs - ours).abs().max() <= 1e-4 * ours.abs().max()
@@ -48,12 +58,7 @@ def test_onnx_has_a_dynamic_batch_and_our_outputs(tmp_path):
     dims = proto.graph.input[0].type.tensor_type.shape.dim
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 3, 32, 32]
     metadata = {p.key: p.value for p in proto.metadata_props}
-    assert metadata == {
-        "lit_effnet_model": "efficientnetv2_b0", "num_classes": "5",
-        "input": "float32 (N, 3, 32, 32): RGB in [0, 1], minus mean, divided by std",
-        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "32", "crop_pct": "0.875",
-        SPEC_METADATA_KEY: spec_to_json(model.spec),
-    }  # fmt: skip
+    assert metadata == tiny_graph_metadata(model)
     opset = next(o.version for o in proto.opset_import if o.domain == "")
     assert result.target == f"ONNX opset {opset}, dynamic batch"
     assert result.load == f"onnxruntime.InferenceSession('{tmp_path / 'tiny.onnx'}').run(None, {{'images': x}})"
@@ -70,12 +75,7 @@ def test_torch_export_program_loads_back_for_any_batch(tmp_path):
     assert float(result) <= 1e-4 * result.max_abs_output
     extra = {METADATA_FILE: ""}
     program = torch.export.load(str(tmp_path / "tiny.pt2"), extra_files=extra)
-    assert json.loads(extra[METADATA_FILE]) == {
-        "lit_effnet_model": "efficientnetv2_b0", "num_classes": "5",
-        "input": "float32 (N, 3, 32, 32): RGB in [0, 1], minus mean, divided by std",
-        "mean": "[0.485, 0.456, 0.406]", "std": "[0.229, 0.224, 0.225]", "eval_size": "32", "crop_pct": "0.875",
-        SPEC_METADATA_KEY: spec_to_json(model.spec),
-    }  # fmt: skip
+    assert json.loads(extra[METADATA_FILE]) == tiny_graph_metadata(model)
     assert result.target == "torch.export ExportedProgram, dynamic batch"
     assert result.load == f"torch.export.load('{tmp_path / 'tiny.pt2'}').module()(x)"
     for batch in (1, 3, 5):

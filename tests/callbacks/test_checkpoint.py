@@ -91,12 +91,14 @@ def test_the_writer_keeps_the_checkpoint_it_replaces_until_the_new_one_is_comple
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt", "last.prev.ckpt"]  # no temporaries
 
 
+def no_space(obj, f, *args, **kwargs):
+    """torch.save on a full disk."""
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
 def test_a_full_disk_stops_with_the_path_and_the_space_needed_and_the_previous_checkpoint_intact(tmp_path, monkeypatch):
     io, path = AtomicCheckpointIO(), tmp_path / "last.ckpt"
     io.save_checkpoint({"step": 1}, path)
-
-    def no_space(obj, f, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(torch, "save", no_space)
     with pytest.raises(CheckpointError) as error:
@@ -210,9 +212,6 @@ def test_the_writer_creates_missing_folders_and_hands_remote_paths_to_the_wrappe
 def test_the_full_disk_message_gives_sizes_in_mib_below_a_gib_and_in_gib_from_one(
     tmp_path, monkeypatch, tensor_elements, free_bytes, needed, free
 ):
-    def no_space(obj, f, *args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     monkeypatch.setattr(torch, "save", no_space)
     monkeypatch.setattr(shutil, "disk_usage", lambda folder: SimpleNamespace(free=free_bytes))
     weights = torch.zeros(1).expand(tensor_elements)  # counts its elements' bytes without holding them

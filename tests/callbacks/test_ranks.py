@@ -53,6 +53,13 @@ def exits(monkeypatch):
     return codes, done
 
 
+def ended_process() -> subprocess.Popen:
+    """A process of this one's that has ended and been reaped: its pid names no running process."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process
+
+
 def _two_rank_trainer(
     monkeypatch, peer_pid, *, global_rank=0, children=(), last_saved=None, ckpt_path=None, peer_host=None
 ):
@@ -110,8 +117,7 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_a_notebook_run_s
     monkeypatch, capsys, exits
 ):
     codes, done = exits
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()  # a rank that is not this process's child: how it ended is unknown here
+    gone = ended_process()  # a rank that is not this process's child: how it ended is unknown here
     trainer = _two_rank_trainer(monkeypatch, gone.pid, ckpt_path="/runs/x/last.ckpt", children=None)  # no launcher
     watch = RankWatch()
     watch.on_exception(trainer, None, RuntimeError("boom"))  # before setup: no peers known, nothing to say
@@ -125,8 +131,7 @@ def test_a_resumed_run_names_the_checkpoint_it_resumed_from_and_a_notebook_run_s
 
 def test_only_the_lowest_surviving_rank_speaks_but_every_rank_exits(monkeypatch, capsys, exits):
     codes, done = exits
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone = ended_process()
     trainer = _two_rank_trainer(monkeypatch, gone.pid, global_rank=1)  # rank 0 died: rank 1 is the lowest left
     RankWatch(RESUME).setup(trainer, None, "fit")
     assert done.wait(10) and codes == [EXIT_PEER_DIED]
@@ -180,8 +185,7 @@ def test_only_a_multi_process_fit_over_gloo_or_nccl_is_watched_and_only_ranks_on
     assert started == ["rank-watch"] * 3
     monkeypatch.setattr(ranks.threading.Thread, "start", start)
     codes, done = exits
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone = ended_process()
     remote = _two_rank_trainer(monkeypatch, gone.pid, peer_host="another-machine")  # its pid means nothing here
     RankWatch().setup(remote, None, "fit")
     assert not done.wait(0.8) and codes == []
@@ -233,8 +237,7 @@ def test_lightnings_process_observer_is_replaced_by_one_that_watches_nothing(mon
 
 
 def test_without_proc_a_process_is_alive_while_its_pid_answers_signal_0(monkeypatch):
-    gone = subprocess.Popen([sys.executable, "-c", "pass"])
-    gone.wait()
+    gone = ended_process()
 
     def no_proc(path, *args, **kwargs):
         raise PermissionError(path)  # as where /proc/<pid>/stat cannot be read (e.g. macOS: no /proc)

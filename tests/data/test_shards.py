@@ -458,11 +458,16 @@ def boto3_objects(bucket: str) -> list[dict]:
     return boto3.client("s3").list_objects_v2(Bucket=bucket).get("Contents", [])
 
 
-def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_2(tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
+@pytest.fixture
+def closed_endpoint(monkeypatch):
+    """S3 at the discard port of this machine, where nothing listens; credentials that reach nothing else."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
     for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                        "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
         monkeypatch.setenv(key, value)
+
+
+def test_an_unreachable_endpoint_is_one_line_naming_it_and_exit_2(tmp_path, closed_endpoint, capsys):
     argv = ["--config", "quickstart", "--data.name", "shards", "--data.root", "s3://lake/sets/digits",
             "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
     assert main(argv) == 2
@@ -494,11 +499,7 @@ def test_an_s3_store_reads_writes_lists_and_deletes_under_its_own_prefix_only(s3
     assert store.is_empty() and not shards.store_of("s3://pond").is_empty()  # the bucket's root: everything
 
 
-def test_each_s3_operation_that_fails_names_the_store_the_operation_and_the_endpoint(tmp_path, monkeypatch):
-    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # the discard port: nothing listens
-    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-                       "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}.items():  # fmt: skip
-        monkeypatch.setenv(key, value)
+def test_each_s3_operation_that_fails_names_the_store_the_operation_and_the_endpoint(tmp_path, closed_endpoint):
     store, local = shards.store_of("s3://lake/sets/x"), tmp_path / "chunk.bin"
     local.write_bytes(b"x")
     operations = [
