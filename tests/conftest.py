@@ -33,6 +33,16 @@ def _two_threads():
     torch.set_num_threads(1 if parallel else 2)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of a test's child process. Under `make mutants` a child runs its test's mutant, so a mutant
+    it exposes is caught, but not mutmut's call recording ("stats"), which counts only the pytest process and, in a
+    child started in another folder, stops the child for want of mutmut's configuration."""
+    env = {**os.environ, **extra}
+    if env.get("MUTANT_UNDER_TEST") == "stats":
+        del env["MUTANT_UNDER_TEST"]
+    return env
+
+
 def tiny_module(**kwargs) -> LitEfficientNet:
     """A ~100k-parameter EfficientNetV2-B0 for the 10 digit classes."""
     defaults = dict(

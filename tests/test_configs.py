@@ -1,7 +1,6 @@
 """The shipped configs: every variant gets its own recipe values from its spec row, and the recipes reach the run."""
 
 import json
-import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -12,6 +11,7 @@ import torch
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.cli import PROJECT_ROOT, configured, main
 from lit_effnet.models import VARIANTS
+from tests.conftest import child_env
 from tests.data.fixtures import write_imagefolder
 
 V1 = [name for name, spec in VARIANTS.items() if spec.family == "efficientnet"]
@@ -70,7 +70,7 @@ def test_a_second_model_on_a_variants_config_trains_at_that_models_size(tmp_path
         "--trainer.limit_train_batches", "1", "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar",
         "false", f"--trainer.callbacks+={probe}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "2"}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="2")
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (epoch,) = json.loads((tmp_path / "probe" / "rank0.json").read_text())

@@ -1,7 +1,6 @@
 """`python train.py --config quickstart --accelerator cpu --devices 2`: DDP over gloo on one machine."""
 
 import json
-import os
 import shlex
 import subprocess
 import sys
@@ -10,6 +9,7 @@ import time
 import torch
 
 from lit_effnet.cli import PROJECT_ROOT
+from tests.conftest import child_env
 
 
 def two_ranks(tmp_path, *options: str) -> list[list[dict]]:
@@ -19,7 +19,7 @@ def two_ranks(tmp_path, *options: str) -> list[list[dict]]:
         sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
         "--devices", "2", *options, "--trainer.enable_progress_bar", "false", f"--trainer.callbacks+={probe}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return [json.loads((tmp_path / "probe" / f"rank{r}.json").read_text()) for r in (0, 1)]
@@ -82,7 +82,7 @@ def test_sync_batchnorm_on_cpu_is_a_one_line_error(tmp_path):
         sys.executable, str(PROJECT_ROOT / "train.py"), "--config", "quickstart", "--accelerator", "cpu",
         "--devices", "2", "--trainer.sync_batchnorm", "true", "--trainer.max_epochs", "3",
     ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = child_env(OMP_NUM_THREADS="1")
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "error: trainer.sync_batchnorm: SyncBatchNorm layers only work with GPU modules" in result.stderr
@@ -101,7 +101,7 @@ def test_a_dead_rank_ends_the_run_in_one_line_naming_it_the_last_checkpoint_and_
         "2", "--trainer.enable_progress_bar", "false",
     ]  # fmt: skip
     argv = [sys.executable, str(PROJECT_ROOT / "train.py"), *options, f"--trainer.callbacks+={killer}"]
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     stopped = time.time()
     assert result.returncode == 3, result.stderr[-3000:]

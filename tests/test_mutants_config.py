@@ -24,6 +24,9 @@ def test_every_scored_module_and_its_tests_exist_and_no_module_is_in_two_project
         for test in tests:
             if not test.startswith("--") and "::" not in test and test.startswith("tests/"):
                 assert (ROOT / test).is_file(), (module, test)
+            elif "::" in test:  # a test picked or left out by name: a renamed test would silently drop out
+                path, name = test.split("::")
+                assert f"def {name.split('[')[0]}(" in (ROOT / path).read_text(), (module, test)
 
 
 def test_a_modules_project_mutates_that_module_alone_against_its_own_tests(tmp_path):

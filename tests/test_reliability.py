@@ -17,7 +17,7 @@ from lit_effnet.callbacks import EMA, AtomicCheckpointIO, ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint, previous_version
 from lit_effnet.cli import PROJECT_ROOT, main
 from tests.callbacks.test_progressive import Recorder
-from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
+from tests.conftest import child_env, fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
 RUN = [
@@ -36,7 +36,7 @@ def _in_tmp(tmp_path, monkeypatch):
 def start_training(*extra: str) -> subprocess.Popen:
     # As many threads as this process uses: a run compared bit for bit with one in this process must reduce alike.
     threads = str(torch.get_num_threads())
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(PROJECT_ROOT)}
+    env = child_env(OMP_NUM_THREADS=threads, PYTHONUNBUFFERED="1", PYTHONPATH=str(PROJECT_ROOT))
     return subprocess.Popen(
         [sys.executable, str(PROJECT_ROOT / "train.py"), *RUN, *extra],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

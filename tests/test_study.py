@@ -1,7 +1,6 @@
 """python -m lit_effnet.study: matched multiply-adds, tiny studies end to end, and a study resumed after a kill."""
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -12,6 +11,7 @@ import pytest
 from lit_effnet.cli import PROJECT_ROOT
 from lit_effnet.models.scaling import ALPHA, BETA, GAMMA
 from lit_effnet.study import Base, compound, main, single_dimension
+from tests.conftest import child_env
 
 TINY = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
@@ -72,7 +72,7 @@ def test_grid_study_ranks_the_grid_and_prints_the_create_model_call(tmp_path, ca
 def test_a_killed_progressive_study_started_again_skips_finished_runs_and_completes(tmp_path):
     argv = [sys.executable, "-m", "lit_effnet.study", "progressive", "--config", "quickstart", "--out", "p", "--",
             "--trainer.max_epochs", "3", *TINY[2:]]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "2"}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="2")
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
     deadline = time.monotonic() + 300
     while not list((tmp_path / "p" / "runs").glob("*/result.json")):

@@ -6,7 +6,6 @@ docs/running-long-jobs.md ("TPU"), measured by tests/xla_harness.py from torch_x
 """
 
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
@@ -19,6 +18,7 @@ pytest.importorskip("torch_xla")
 pytestmark = pytest.mark.xla
 
 from lit_effnet.cli import PROJECT_ROOT  # noqa: E402
+from tests.conftest import child_env  # noqa: E402
 from tests.xla_harness import XLA_ENV  # noqa: E402
 
 STEPS, LOG_EVERY, CKPT_EVERY = 5, 4, 3
@@ -34,7 +34,7 @@ LAST = Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt")
 def on_xla(tmp_path: Path, name: str, *options: str, killed: bool = False) -> dict:
     """train.py under the harness in tmp_path; its report (tests/xla_harness.py), or the run's steps if killed."""
     # Compiling at XLA's lowest CPU optimization level: the same graphs, compiled several times faster.
-    env = {**os.environ, **XLA_ENV, "PYTHONPATH": str(PROJECT_ROOT), "XLA_FLAGS": "--xla_backend_optimization_level=0"}
+    env = child_env(**XLA_ENV, PYTHONPATH=str(PROJECT_ROOT), XLA_FLAGS="--xla_backend_optimization_level=0")
     out = tmp_path / f"{name}.json"
     argv = [sys.executable, "-m", "tests.xla_harness", str(out), "--", *VARIANT, *options]
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=1800)

@@ -23,7 +23,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from lit_effnet.errors import CheckpointError, WeightsMismatchError
+from lit_effnet.errors import CheckpointError, ConfigError, WeightsMismatchError
 from lit_effnet.models.efficientnet import EfficientNet, scaled_head_channels
 from lit_effnet.models.factory import create_model
 from lit_effnet.models.specs import (
@@ -197,7 +197,7 @@ def detect_library(state: Mapping[str, torch.Tensor], origin: str) -> Library:
         return "torchvision"
     if "stem.conv.weight" in keys:
         return "lit_effnet"
-    raise WeightsMismatchError(f"{origin}: unrecognised EfficientNet layout (first key {next(iter(keys), None)!r})")
+    raise WeightsMismatchError(f"{origin}: unrecognised EfficientNet layout (first key {next(iter(state), None)!r})")
 
 
 def _reorder(state: Mapping[str, torch.Tensor], reference: nn.Module, origin: str) -> OrderedDict:
@@ -262,6 +262,8 @@ def load_pretrained(
       "tf_efficientnetv2_s" (timm) or "efficientnet_v2_s" (torchvision), where the file cannot tell, as for
       timm's V1 family, which exists both as TF ports ('same' padding) and timm-trained weights (symmetric).
     """
+    if weights not in ("ema", "raw"):  # any other word would read as EMA
+        raise ConfigError(f"weights={weights!r}: 'ema' (a checkpoint's EMA weights) or 'raw'")
     path = Path(path)
     if path.is_dir():
         found = newest_checkpoint(path)
@@ -472,7 +474,7 @@ def _export_cfg(model: EfficientNet, library: str, name: str, native: dict, fold
     }
 
 
-def _carry_weights(model: EfficientNet, target: nn.Module, origin: str, native: dict, fold: bool) -> int:
+def _carry_weights(model: EfficientNet, target: nn.Module, origin: str, fold: bool) -> int:
     if not fold:
         _set_bn(target, model.spec.bn_eps, model.spec.bn_momentum)
     target.load_state_dict(map_state_dict(model.state_dict(), target, origin))
@@ -499,7 +501,7 @@ def to_timm(model: EfficientNet, fold_bn_eps: bool = False) -> nn.Module:
     )
     target = timm.create_model(name, pretrained=False, num_classes=model.num_classes, pretrained_cfg_overlay=overlay)
     native = _settings_of_module(target)
-    negative = _carry_weights(model, target, f"{spec.name} -> timm {name}", native, fold_bn_eps)
+    negative = _carry_weights(model, target, f"{spec.name} -> timm {name}", fold_bn_eps)
     target.lit_effnet_cfg = _export_cfg(model, "timm", name, native, fold_bn_eps)
     if negative:
         target.lit_effnet_cfg["notes"].append(f"{negative} running_var entries < 0 after folding (eval is exact)")
@@ -521,7 +523,7 @@ def to_torchvision(model: EfficientNet, fold_bn_eps: bool = False) -> nn.Module:
     name = torchvision_name(spec)
     target = torchvision.models.get_model(name, weights=None, num_classes=model.num_classes)
     native = _settings_of_module(target)
-    negative = _carry_weights(model, target, f"{spec.name} -> torchvision {name}", native, fold_bn_eps)
+    negative = _carry_weights(model, target, f"{spec.name} -> torchvision {name}", fold_bn_eps)
     target.lit_effnet_cfg = _export_cfg(model, "torchvision", name, native, fold_bn_eps)
     if negative:
         target.lit_effnet_cfg["notes"].append(f"{negative} running_var entries < 0 after folding (eval is exact)")

@@ -23,7 +23,7 @@ from lit_effnet.callbacks.checkpoint import (
 )
 from lit_effnet.cli import PROJECT_ROOT
 from lit_effnet.errors import CheckpointError, ConfigError
-from tests.conftest import TINY_NET, fast_trainer, tiny_datamodule, tiny_module
+from tests.conftest import TINY_NET, child_env, fast_trainer, tiny_datamodule, tiny_module
 
 
 def test_last_ckpt_holds_the_final_epoch_even_when_the_best_stopped_improving(tmp_path):
@@ -135,7 +135,7 @@ io.save_checkpoint({"step": 2, "weights": torch.zeros(1000)}, path)
 
 def test_a_kill_in_the_middle_of_a_write_leaves_the_previous_checkpoint_readable(tmp_path):
     path = tmp_path / "last.ckpt"
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT))
     process = subprocess.Popen(
         [sys.executable, "-c", TORN_WRITE, str(path)], stdout=subprocess.PIPE, text=True, env=env
     )

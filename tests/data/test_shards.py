@@ -27,7 +27,7 @@ from lit_effnet.data import ImageDataModule, shards
 from lit_effnet.data.datasets import load_digits_splits, load_splits
 from lit_effnet.data.transforms import train_transform
 from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
-from tests.conftest import fast_trainer, tiny_datamodule, tiny_module
+from tests.conftest import child_env, fast_trainer, tiny_datamodule, tiny_module
 from tests.data.fixtures import write_imagefolder
 
 PHOTOS = sorted((Path(sklearn.datasets.__file__).parent / "images").glob("*.jpg"))  # china, flower: 640x427
@@ -378,7 +378,7 @@ def test_two_ddp_processes_stream_disjoint_halves_of_each_epoch_with_as_many_bat
         "--trainer.limit_val_batches", "1", "--trainer.enable_progress_bar", "false",
         "--trainer.enable_model_summary", "false", f"--trainer.callbacks+={probe}",
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "OMP_NUM_THREADS": "1"}
+    env = child_env(PYTHONPATH=str(PROJECT_ROOT), OMP_NUM_THREADS="1")
     result = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [json.loads((tmp_path / "p" / f"rank{r}.json").read_text()) for r in (0, 1)]

@@ -1,5 +1,9 @@
 """Weight import against randomly initialised timm/torchvision models with scrambled BN statistics."""
 
+import dataclasses
+import os
+from pathlib import Path
+
 import pytest
 import timm
 import torch
@@ -8,13 +12,22 @@ from safetensors.torch import save_file
 from torch import nn
 
 from lit_effnet import create_model
-from lit_effnet.errors import CheckpointError, WeightsMismatchError
+from lit_effnet.errors import CheckpointError, ConfigError, WeightsMismatchError
+from lit_effnet.models import VARIANTS
 from lit_effnet.models.weights import (
+    SPEC_METADATA_KEY,
+    detect_library,
     from_timm,
     from_torchvision,
+    load_backbone,
     load_pretrained,
     map_state_dict,
+    newest_checkpoint,
+    read_checkpoint,
+    read_state_dict,
     save_weights,
+    spec_from_json,
+    spec_to_json,
 )
 
 
@@ -105,7 +118,7 @@ def test_timm_v1_file_needs_its_source_named(tmp_path):
     model = scrambled(timm.create_model("tf_efficientnet_b0", num_classes=3))
     path = tmp_path / "b0.pth"
     torch.save(model.state_dict(), path)
-    with pytest.raises(WeightsMismatchError, match="source='tf_efficientnet_b0'"):
+    with pytest.raises(WeightsMismatchError, match=r"b0\.pth: timm efficientnet_b0 .* source='tf_efficientnet_b0'"):
         load_pretrained(path)
     assert_same_logits(model, load_pretrained(path, source="tf_efficientnet_b0"))
 
@@ -142,3 +155,197 @@ def test_an_unreadable_file_gets_its_own_error_naming_it(tmp_path):
         load_pretrained(path)
     with pytest.raises(CheckpointError, match=r"missing\.safetensors: no such file"):
         load_pretrained(tmp_path / "missing.safetensors")
+
+
+def test_a_run_folder_reads_as_its_most_recently_written_last_ckpt_not_the_last_by_name(tmp_path):
+    assert newest_checkpoint(tmp_path) is None
+    newer, older = tmp_path / "a" / "last.ckpt", tmp_path / "b" / "last.ckpt"
+    for when, path in ((2_000_000_000, newer), (1_000_000_000, older)):
+        path.parent.mkdir()
+        path.write_bytes(b"")
+        os.utime(path, (when, when))
+    assert newest_checkpoint(tmp_path) == newer
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty: no last\.ckpt under this folder"):
+        load_pretrained(tmp_path / "empty")
+
+
+class NotATensor:
+    """Pickled code: what a checkpoint from an untrusted source may hold."""
+
+
+def test_read_checkpoint_names_a_missing_file_and_refuses_pickled_code_naming_the_unpickler_error(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.ckpt: no such file"):
+        read_checkpoint(tmp_path / "nope.ckpt")
+    path = tmp_path / "code.ckpt"
+    torch.save({"state_dict": {}, "callback": NotATensor()}, path)
+    assert isinstance(torch.load(path, weights_only=False)["callback"], NotATensor)  # readable when trusted
+    with pytest.raises(Exception) as refused:  # what torch's safe loader says of it
+        torch.load(path, weights_only=True)
+    reason = f"{type(refused.value).__name__}: "
+    with pytest.raises(CheckpointError, match=rf"code\.ckpt: not a readable checkpoint \({reason}"):
+        read_checkpoint(path)
+
+
+def test_a_checkpoint_written_on_another_device_reads_onto_the_cpu(tmp_path, monkeypatch):
+    path = tmp_path / "gpu.ckpt"
+    with monkeypatch.context() as patch:  # tensors tagged as torch.save tags them on a GPU no machine here has
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:99")
+        torch.save({"state_dict": {"w": torch.ones(3)}}, path)
+    with pytest.raises(RuntimeError):
+        torch.load(path, weights_only=True)  # where the file says
+    assert read_checkpoint(path)["state_dict"]["w"].device == torch.device("cpu")
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's list of mapped files")
+def test_read_checkpoint_maps_the_file_rather_than_copying_it_into_memory(tmp_path):
+    path = tmp_path / "big.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1 << 16)}}, path)
+
+    def backing_file(tensor: torch.Tensor) -> str:
+        address = tensor.data_ptr()
+        for line in Path("/proc/self/maps").read_text().splitlines():
+            span, *rest = line.split()
+            low, high = (int(x, 16) for x in span.split("-"))
+            if low <= address < high:
+                return rest[-1] if len(rest) > 4 else ""
+        return ""
+
+    assert backing_file(read_checkpoint(path)["state_dict"]["w"]) == str(path)
+    assert backing_file(torch.load(path, weights_only=True)["state_dict"]["w"]) != str(path)  # a copy
+
+
+def test_every_spec_survives_its_json_round_trip_with_or_without_paper_figures():
+    for spec in [*VARIANTS.values(), create_model("efficientnet_b0", width=0.5).spec]:
+        assert spec_from_json(spec_to_json(spec)) == spec
+        bare = dataclasses.replace(spec, paper=None, progressive_paper=None, progressive_official=None)
+        assert spec_from_json(spec_to_json(bare)) == bare
+
+
+def test_save_weights_creates_the_folders_it_writes_into(tmp_path):
+    model = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25)
+    path = save_weights(model, tmp_path / "runs" / "export" / "w.safetensors")
+    assert load_pretrained(path).spec == model.spec
+
+
+def lightning_checkpoint(path: Path, model: nn.Module, spec: bool = True, drop: str | None = None) -> Path:
+    """The parts of a lit-effnet Lightning checkpoint that weights are read from."""
+    state = {f"net.{k}": v for k, v in model.state_dict().items() if k != drop}
+    torch.save({"state_dict": state, **({SPEC_METADATA_KEY: spec_to_json(model.spec)} if spec else {})}, path)
+    return path
+
+
+def test_a_lightning_checkpoint_without_a_spec_or_with_a_missing_key_is_named(tmp_path):
+    model = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25)
+    assert load_pretrained(lightning_checkpoint(tmp_path / "whole.ckpt", model)).spec == model.spec
+    with pytest.raises(CheckpointError, match=r"foreign\.ckpt: not a lit-effnet checkpoint of an EfficientNet"):
+        load_pretrained(lightning_checkpoint(tmp_path / "foreign.ckpt", model, spec=False))
+    with pytest.raises(WeightsMismatchError, match=r"cut\.ckpt: missing key stem\.bn\.running_var"):
+        load_pretrained(lightning_checkpoint(tmp_path / "cut.ckpt", model, drop="stem.bn.running_var"))
+
+
+def test_a_weights_file_is_named_when_missing_unsafe_or_of_no_known_layout_and_unwrapped_from_state_dict(tmp_path):
+    with pytest.raises(CheckpointError, match=r"nope\.pth: no such file"):
+        read_state_dict(tmp_path / "nope.pth")
+    code = tmp_path / "code.pth"
+    torch.save({"w": torch.ones(1), "callback": NotATensor()}, code)
+    with pytest.raises(Exception) as refused:
+        torch.load(code, weights_only=True)
+    reason = f"{type(refused.value).__name__}: "
+    with pytest.raises(CheckpointError, match=rf"code\.pth: not a readable weights file \({reason}"):
+        read_state_dict(code)
+    resnet = tmp_path / "resnet.pth"
+    torch.save({"fc.weight": torch.ones(2, 3), "fc.bias": torch.ones(2)}, resnet)
+    unknown = r"resnet\.pth: unrecognised EfficientNet layout \(first key 'fc\.weight'\)"  # the file's first
+    with pytest.raises(WeightsMismatchError, match=unknown):
+        load_pretrained(resnet)
+    model = scrambled(torchvision.models.efficientnet_b0(num_classes=3))
+    wrapped = tmp_path / "wrapped.pth"  # as training scripts often publish them
+    torch.save({"state_dict": model.state_dict(), "epoch": 3}, wrapped)
+    assert_same_logits(model, load_pretrained(wrapped))
+
+
+def test_a_weights_file_written_on_another_device_reads_onto_the_cpu(tmp_path, monkeypatch):
+    path = tmp_path / "gpu.pth"
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:99")
+        torch.save({"w": torch.ones(3)}, path)
+    assert read_state_dict(path)[0]["w"].device == torch.device("cpu")
+
+
+def test_each_layout_is_told_by_its_first_layer():
+    layouts = {
+        "timm": timm.create_model("efficientnet_b0", pretrained=False),
+        "torchvision": torchvision.models.efficientnet_b0(),
+        "lit_effnet": create_model("efficientnet_b0"),
+    }
+    assert {name: detect_library(m.state_dict(), name) for name, m in layouts.items()} == {n: n for n in layouts}
+
+
+def test_an_unnamed_file_that_fits_no_variant_asks_for_the_model_name(tmp_path):
+    state = create_model("efficientnetv2_b0", num_classes=4).state_dict()
+    state["stem.conv.weight"] = torch.zeros(8, 3, 3, 3)  # as many tensors as V2-B0's, one of another shape
+    path = tmp_path / "odd.pth"
+    torch.save(state, path)
+    with pytest.raises(WeightsMismatchError, match=r"odd\.pth: matches no lit_effnet variant; pass the model name"):
+        load_pretrained(path)
+
+
+def test_load_backbone_names_the_first_missing_and_the_first_unexpected_key():
+    net = create_model("efficientnetv2_b0", num_classes=4, width=0.25, depth=0.25)
+    state = net.state_dict()
+    missing = {k: v for k, v in state.items() if k != "stem.bn.running_mean"}
+    with pytest.raises(WeightsMismatchError, match=r"^w\.pth: missing key stem\.bn\.running_mean$"):
+        load_backbone(net, missing, "w.pth")
+    extra = {**state, "zz.extra": torch.ones(1), "aa.extra": torch.ones(1)}
+    with pytest.raises(WeightsMismatchError, match=r"^w\.pth: unexpected key aa\.extra$"):
+        load_backbone(net, extra, "w.pth")
+
+
+def test_a_lit_effnet_file_with_a_key_too_many_or_too_few_is_named(tmp_path):
+    model = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25)
+    spec = {SPEC_METADATA_KEY: spec_to_json(model.spec)}
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file({**state, "zz.extra": torch.ones(1), "aa.extra": torch.ones(1)}, tmp_path / "more.safetensors", spec)
+    with pytest.raises(WeightsMismatchError, match=r"more\.safetensors: unexpected key aa\.extra \(2 unexpected\)$"):
+        load_pretrained(tmp_path / "more.safetensors")
+    fewer = {k: v for k, v in state.items() if k != "head.bn.weight"}
+    save_file(fewer, tmp_path / "fewer.safetensors", spec)
+    with pytest.raises(WeightsMismatchError, match=r"fewer\.safetensors: missing key head\.bn\.weight \(1 missing\)$"):
+        load_pretrained(tmp_path / "fewer.safetensors")
+
+
+def test_a_torchvision_file_of_no_torchvision_model_is_named(tmp_path):
+    state = torchvision.models.efficientnet_b0(num_classes=3).state_dict()
+    state["features.0.0.weight"] = torch.zeros(8, 3, 3, 3)
+    torch.save(state, tmp_path / "tv.pth")
+    with pytest.raises(WeightsMismatchError, match=r"tv\.pth: not a torchvision EfficientNet of \['efficientnet_b0'"):
+        load_pretrained(tmp_path / "tv.pth")
+
+
+def test_only_ema_or_raw_weights_can_be_asked_for(tmp_path):
+    with pytest.raises(ConfigError, match=r"^weights='EMA': 'ema' \(a checkpoint's EMA weights\) or 'raw'$"):
+        load_pretrained(tmp_path, weights="EMA")
+
+
+def test_a_weights_file_of_anything_but_tensors_is_named(tmp_path):
+    torch.save([torch.ones(1)], tmp_path / "list.pth")
+    torch.save({"w": torch.ones(1), "epoch": 3}, tmp_path / "mixed.pth")
+    for name in ("list.pth", "mixed.pth"):
+        with pytest.raises(CheckpointError) as refused:
+            read_state_dict(tmp_path / name)
+        assert str(refused.value) == f"{tmp_path / name}: does not hold a state_dict of tensors"
+
+
+def test_a_timm_file_that_fits_no_variant_or_misses_a_key_and_an_empty_file_are_named(tmp_path):
+    state = timm.create_model("tf_efficientnetv2_b0", num_classes=3).state_dict()
+    odd = {**state, "conv_stem.weight": torch.zeros(8, 3, 3, 3)}
+    torch.save(odd, tmp_path / "odd.pth")
+    with pytest.raises(WeightsMismatchError, match=r"^\S*odd\.pth: matches no lit_effnet variant"):
+        load_pretrained(tmp_path / "odd.pth")
+    torch.save({k: v for k, v in state.items() if k != "bn2.running_var"}, tmp_path / "cut.pth")
+    with pytest.raises(WeightsMismatchError, match=r"^\S*cut\.pth: missing key bn2\.running_var \(1 missing\)$"):
+        load_pretrained(tmp_path / "cut.pth", source="tf_efficientnetv2_b0")
+    torch.save({}, tmp_path / "empty.pth")
+    with pytest.raises(WeightsMismatchError, match=r"empty\.pth: unrecognised EfficientNet layout \(first key None\)"):
+        load_pretrained(tmp_path / "empty.pth")

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lit_effnet.training.metrics import accuracy_metrics
+from tests.conftest import child_env
 
 
 def imbalanced():
@@ -55,7 +56,7 @@ dist.destroy_process_group()
 def test_ddp_sums_correct_and_total_images_over_ranks(tmp_path):
     script = tmp_path / "ddp_metrics.py"
     script.write_text(DDP_SCRIPT)
-    env = {**os.environ, "PYTHONPATH": os.getcwd(), "OMP_NUM_THREADS": "1"}
+    env = child_env(PYTHONPATH=os.getcwd(), OMP_NUM_THREADS="1")
     port = str(29500 + os.getpid() % 1000)
     procs = [
         subprocess.Popen([sys.executable, str(script), str(r), port], stdout=subprocess.PIPE, text=True, env=env)
