@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from lit_effnet.data import ImageDataModule
+from lit_effnet.models.weights import SPEC_METADATA_KEY, spec_to_json
 from lit_effnet.training import LitEfficientNet
 
 TINY_NET = {"width": 0.25, "depth": 0.25, "bn_momentum": 0.1, "drop_path_rate": 0.0}
@@ -41,6 +42,34 @@ def child_env(**extra: str) -> dict[str, str]:
     if env.get("MUTANT_UNDER_TEST") == "stats":
         del env["MUTANT_UNDER_TEST"]
     return env
+
+
+def lit_checkpoint(
+    path: Path,
+    ema: torch.nn.Module,
+    raw: torch.nn.Module | None = None,
+    *,
+    spec: bool = True,
+    drop: str | None = None,
+    eval_size: int | None = None,
+) -> Path:
+    """A lit-effnet checkpoint with what weights are read from: the EMA weights in state_dict, the raw ones (if
+    given) in current_model_state, the spec they were built from (unless spec=False), and the data's eval size (if
+    given); `drop` leaves one of the network's keys out."""
+
+    def net(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+        return {f"net.{k}": v for k, v in model.state_dict().items() if k != drop}
+
+    checkpoint = {"state_dict": net(ema)}
+    if raw is not None:
+        checkpoint["current_model_state"] = net(raw)
+    if spec:
+        checkpoint[SPEC_METADATA_KEY] = spec_to_json(ema.spec)
+    if eval_size is not None:
+        checkpoint["datamodule_hyper_parameters"] = {"eval_size": eval_size}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
 
 
 def tiny_module(**kwargs) -> LitEfficientNet:

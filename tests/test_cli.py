@@ -28,8 +28,8 @@ from lit_effnet.cli import (
     xla_precision,
 )
 from lit_effnet.errors import ConfigError
-from lit_effnet.models.weights import SPEC_METADATA_KEY, save_weights, spec_to_json
-from tests.conftest import child_env
+from lit_effnet.models.weights import save_weights
+from tests.conftest import child_env, lit_checkpoint
 from tests.data.fixtures import write_imagefolder
 
 TINY_RUN = [
@@ -76,14 +76,11 @@ def test_a_thin_config_applies_the_recipe_it_extends_first(tmp_path):
     assert yaml.safe_load(args[4]) == {"model": {"optimizer": "adamw"}}  # the thin file, without `extends`
 
 
-def test_ckpt_path_last_resumes_the_newest_version_of_the_run(tmp_path):
-    assert find_last_checkpoint(tmp_path / "checkpoints", "quickstart") is None
-    for version in (0, 1):
-        path = tmp_path / "checkpoints" / "quickstart" / f"version_{version}" / "checkpoints" / "last.ckpt"
-        path.parent.mkdir(parents=True)
-        path.write_bytes(b"x")
-        os.utime(path, (version, version))
-    assert find_last_checkpoint(tmp_path / "checkpoints", "quickstart") == (path, 1)
+def test_ckpt_path_last_resumes_the_newest_version_of_the_run():
+    assert find_last_checkpoint(Path("checkpoints"), "quickstart") is None
+    fake_run(0, when=0)
+    newest = fake_run(1, when=1)
+    assert find_last_checkpoint(Path("checkpoints"), "quickstart") == (newest, 1)
 
 
 def test_print_config_shows_dotted_overrides(capsys):
@@ -358,26 +355,11 @@ def test_stacked_configs_and_overrides_win_in_order_recipe_thin_file_overlay_com
     assert later["trainer"]["max_epochs"] == 5
 
 
-def run_checkpoint(path: Path, ema: torch.nn.Module, raw: torch.nn.Module, eval_size: int | None) -> Path:
-    """A lit-effnet last.ckpt as an EMA run writes it: EMA weights in state_dict, the raw ones beside them."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(
-        {
-            "state_dict": {f"net.{k}": v for k, v in ema.state_dict().items()},
-            "current_model_state": {f"net.{k}": v for k, v in raw.state_dict().items()},
-            SPEC_METADATA_KEY: spec_to_json(raw.spec),
-            "datamodule_hyper_parameters": {"eval_size": eval_size},
-        },
-        path,
-    )
-    return path
-
-
 def test_export_finds_the_configs_newest_run_and_exports_its_ema_weights_at_its_eval_size(tmp_path, capsys):
     raw = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25).eval()
     ema = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25).eval()
-    old = run_checkpoint(Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt"), raw, raw, None)
-    new = run_checkpoint(Path("checkpoints/quickstart/version_1/checkpoints/last.ckpt"), ema, raw, 40)
+    old = lit_checkpoint(Path("checkpoints/quickstart/version_0/checkpoints/last.ckpt"), raw, raw)
+    new = lit_checkpoint(Path("checkpoints/quickstart/version_1/checkpoints/last.ckpt"), ema, raw, eval_size=40)
     os.utime(old, (1_000_000_000, 1_000_000_000))
     export = ["export", "--config", "quickstart", "--format", "torch_export"]  # runs under checkpoints/
     assert main([*export, "--ckpt_path", "last"]) == 0

@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 from lit_effnet import create_model
 from lit_effnet.export import METADATA_FILE, ExportMismatchError, NonFiniteModelError, export_checkpoint, export_model
 from lit_effnet.models.weights import SPEC_METADATA_KEY, NoCounterpartError, spec_to_json
+from tests.conftest import lit_checkpoint
 from tests.models.test_weights import scrambled
 
 TINY = dict(width=0.25, depth=0.25, eval_size=32)
@@ -204,26 +205,12 @@ def test_a_file_whose_outputs_are_nan_where_ours_are_not_fails_the_check(tmp_pat
         export_model(model, "torchvision", tmp_path / "nan.safetensors")
 
 
-def _checkpoint(tmp_path, raw, ema):
-    """A lit-effnet checkpoint as EMA training writes it: EMA weights in state_dict, raw in current_model_state."""
-    path = tmp_path / "last.ckpt"
-    torch.save(
-        {
-            "state_dict": {f"net.{k}": v for k, v in ema.state_dict().items()},
-            "current_model_state": {f"net.{k}": v for k, v in raw.state_dict().items()},
-            SPEC_METADATA_KEY: spec_to_json(raw.spec),
-        },
-        path,
-    )
-    return path
-
-
 def test_checkpoint_exports_its_ema_weights_by_default(tmp_path):
     raw, ema = tiny(), tiny()
     with torch.no_grad():
         for p in ema.parameters():
             p.mul_(0.9)
-    path = _checkpoint(tmp_path, raw, ema)
+    path = lit_checkpoint(tmp_path / "last.ckpt", ema, raw)  # as EMA training writes it
     x = images(3)
     assert (ours_of(raw, x) - ours_of(ema, x)).abs().max() > 1e-2
 

@@ -245,7 +245,7 @@ def figures(monkeypatch) -> dict[str, object]:
     def keep(figure, path):
         drawn[path.name] = {
             "size": tuple(figure.get_size_inches()),
-            "suptitle": figure._suptitle.get_text() if figure._suptitle else None,
+            "suptitle": figure.get_suptitle() or None,
             "axes": [
                 {
                     "title": axis.get_title(), "xlabel": axis.get_xlabel(), "ylabel": axis.get_ylabel(),

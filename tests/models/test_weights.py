@@ -29,6 +29,7 @@ from lit_effnet.models.weights import (
     spec_from_json,
     spec_to_json,
 )
+from tests.conftest import lit_checkpoint
 
 
 def scrambled(model: nn.Module) -> nn.Module:
@@ -174,26 +175,36 @@ class NotATensor:
     """Pickled code: what a checkpoint from an untrusted source may hold."""
 
 
+def unsafe_file(path: Path, content: dict) -> str:
+    """Saves `content` with a NotATensor in it; returns how torch's weights-only loader refuses it ("Error: ")."""
+    torch.save({**content, "callback": NotATensor()}, path)
+    assert isinstance(torch.load(path, weights_only=False)["callback"], NotATensor)  # readable when trusted
+    with pytest.raises(Exception) as refused:
+        torch.load(path, weights_only=True)
+    return f"{type(refused.value).__name__}: "
+
+
+def saved_for_a_missing_gpu(content: dict, path: Path, monkeypatch) -> Path:
+    """`content` saved with its tensors tagged as torch.save tags them on a GPU no machine here has."""
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:99")
+        torch.save(content, path)
+    with pytest.raises(RuntimeError):
+        torch.load(path, weights_only=True)  # where the file says
+    return path
+
+
 def test_read_checkpoint_names_a_missing_file_and_refuses_pickled_code_naming_the_unpickler_error(tmp_path):
     with pytest.raises(CheckpointError, match=r"nope\.ckpt: no such file"):
         read_checkpoint(tmp_path / "nope.ckpt")
     path = tmp_path / "code.ckpt"
-    torch.save({"state_dict": {}, "callback": NotATensor()}, path)
-    assert isinstance(torch.load(path, weights_only=False)["callback"], NotATensor)  # readable when trusted
-    with pytest.raises(Exception) as refused:  # what torch's safe loader says of it
-        torch.load(path, weights_only=True)
-    reason = f"{type(refused.value).__name__}: "
+    reason = unsafe_file(path, {"state_dict": {}})
     with pytest.raises(CheckpointError, match=rf"code\.ckpt: not a readable checkpoint \({reason}"):
         read_checkpoint(path)
 
 
 def test_a_checkpoint_written_on_another_device_reads_onto_the_cpu(tmp_path, monkeypatch):
-    path = tmp_path / "gpu.ckpt"
-    with monkeypatch.context() as patch:  # tensors tagged as torch.save tags them on a GPU no machine here has
-        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:99")
-        torch.save({"state_dict": {"w": torch.ones(3)}}, path)
-    with pytest.raises(RuntimeError):
-        torch.load(path, weights_only=True)  # where the file says
+    path = saved_for_a_missing_gpu({"state_dict": {"w": torch.ones(3)}}, tmp_path / "gpu.ckpt", monkeypatch)
     assert read_checkpoint(path)["state_dict"]["w"].device == torch.device("cpu")
 
 
@@ -228,30 +239,20 @@ def test_save_weights_creates_the_folders_it_writes_into(tmp_path):
     assert load_pretrained(path).spec == model.spec
 
 
-def lightning_checkpoint(path: Path, model: nn.Module, spec: bool = True, drop: str | None = None) -> Path:
-    """The parts of a lit-effnet Lightning checkpoint that weights are read from."""
-    state = {f"net.{k}": v for k, v in model.state_dict().items() if k != drop}
-    torch.save({"state_dict": state, **({SPEC_METADATA_KEY: spec_to_json(model.spec)} if spec else {})}, path)
-    return path
-
-
 def test_a_lightning_checkpoint_without_a_spec_or_with_a_missing_key_is_named(tmp_path):
     model = create_model("efficientnetv2_b0", num_classes=3, width=0.25, depth=0.25)
-    assert load_pretrained(lightning_checkpoint(tmp_path / "whole.ckpt", model)).spec == model.spec
+    assert load_pretrained(lit_checkpoint(tmp_path / "whole.ckpt", model)).spec == model.spec
     with pytest.raises(CheckpointError, match=r"foreign\.ckpt: not a lit-effnet checkpoint of an EfficientNet"):
-        load_pretrained(lightning_checkpoint(tmp_path / "foreign.ckpt", model, spec=False))
+        load_pretrained(lit_checkpoint(tmp_path / "foreign.ckpt", model, spec=False))
     with pytest.raises(WeightsMismatchError, match=r"cut\.ckpt: missing key stem\.bn\.running_var"):
-        load_pretrained(lightning_checkpoint(tmp_path / "cut.ckpt", model, drop="stem.bn.running_var"))
+        load_pretrained(lit_checkpoint(tmp_path / "cut.ckpt", model, drop="stem.bn.running_var"))
 
 
 def test_a_weights_file_is_named_when_missing_unsafe_or_of_no_known_layout_and_unwrapped_from_state_dict(tmp_path):
     with pytest.raises(CheckpointError, match=r"nope\.pth: no such file"):
         read_state_dict(tmp_path / "nope.pth")
     code = tmp_path / "code.pth"
-    torch.save({"w": torch.ones(1), "callback": NotATensor()}, code)
-    with pytest.raises(Exception) as refused:
-        torch.load(code, weights_only=True)
-    reason = f"{type(refused.value).__name__}: "
+    reason = unsafe_file(code, {"w": torch.ones(1)})
     with pytest.raises(CheckpointError, match=rf"code\.pth: not a readable weights file \({reason}"):
         read_state_dict(code)
     resnet = tmp_path / "resnet.pth"
@@ -266,10 +267,7 @@ def test_a_weights_file_is_named_when_missing_unsafe_or_of_no_known_layout_and_u
 
 
 def test_a_weights_file_written_on_another_device_reads_onto_the_cpu(tmp_path, monkeypatch):
-    path = tmp_path / "gpu.pth"
-    with monkeypatch.context() as patch:
-        patch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:99")
-        torch.save({"w": torch.ones(3)}, path)
+    path = saved_for_a_missing_gpu({"w": torch.ones(3)}, tmp_path / "gpu.pth", monkeypatch)
     assert read_state_dict(path)[0]["w"].device == torch.device("cpu")
 
 
