@@ -55,11 +55,13 @@ def test_the_tables_hold_one_row_per_run_in_the_columns_asked_for(tmp_path):
     results = [
         {"method": "compound", "macs": 1234567, "acc1": 0.912345, "curve": [1, 2]},
         {"method": "depth", "macs": 1200000, "acc1": 0.9},
+        {"method": "width", "acc1": 0.8},  # a column missing from a result is an empty cell in both tables
     ]
     write_table(tmp_path, results, ["method", "macs", "acc1"])
     assert (tmp_path / "results.csv").read_text().splitlines() == [
-        "method,macs,acc1", "compound,1234567,0.912345", "depth,1200000,0.9",
+        "method,macs,acc1", "compound,1234567,0.912345", "depth,1200000,0.9", "width,,0.8",
     ]  # fmt: skip
     assert (tmp_path / "results.md").read_text().splitlines() == [
         "| method | macs | acc1 |", "|---|---|---|", "| compound | 1,234,567 | 0.9123 |", "| depth | 1,200,000 | 0.9 |",
+        "| width |  | 0.8 |",
     ]  # fmt: skip

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import lit_effnet.study as study
-from lit_effnet.models.scaling import ALPHA, BETA, GAMMA
+from lit_effnet.models.scaling import ALPHA, BETA, GAMMA, compound_grid
 from lit_effnet.study import Base, Shape, compound, single_dimension
 
 BUILT = ["--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false"]
@@ -27,8 +27,9 @@ def stub_accuracy(argv: list[str]) -> float:
 
 @pytest.fixture
 def train_py(monkeypatch, tmp_path) -> list[list[str]]:
-    """Stands in for train.py: records each command and writes a three-epoch curve ending at stub_accuracy,
-    best in the middle epoch (+0.05), 1.5 s per epoch."""
+    """Stands in for train.py: records each command and writes a curve of three validations ending at
+    stub_accuracy, best in the middle one (+0.05), 1.5 s apart, after epochs 1, 3 and 5 (validated every other
+    epoch, so an epoch is not its row's position)."""
     monkeypatch.chdir(tmp_path)
     calls: list[list[str]] = []
 
@@ -39,7 +40,7 @@ def train_py(monkeypatch, tmp_path) -> list[list[str]]:
         curve = Path(callback["init_args"]["path"])
         assert curve.parent == Path(value(argv, "--trainer.default_root_dir"))  # the run's folder
         acc = stub_accuracy(argv)
-        rows = [(0, 1.5, acc - 0.1), (1, 3.0, acc + 0.05), (2, 4.5, acc)]
+        rows = [(1, 1.5, acc - 0.1), (3, 3.0, acc + 0.05), (5, 4.5, acc)]
         curve.parent.mkdir(parents=True, exist_ok=True)
         curve.write_text("".join(json.dumps({"epoch": e, "elapsed_s": t, "val/acc1": a}) + "\n" for e, t, a in rows))
         return 0
@@ -89,7 +90,7 @@ def test_a_scaling_study_runs_base_compound_and_each_dimension_per_seed_and_tabu
                 "acc1": str(acc), "best_acc1": str(acc + 0.05), "train_s": "4.5",
             }  # fmt: skip
             assert json.loads((Path("s/runs") / name / "result.json").read_text())["curve"] == [
-                [0, 1.5, acc - 0.1], [1, 3.0, acc + 0.05], [2, 4.5, acc],
+                [1, 1.5, acc - 0.1], [3, 3.0, acc + 0.05], [5, 4.5, acc],
             ]  # fmt: skip
     folder = "s/runs/base-phi0-d1-w1-r64-seed0"
     first = ["--config", "quickstart", *base.overrides(base.shape), "--seed_everything", "0",
@@ -248,16 +249,27 @@ def figures(monkeypatch) -> dict[str, object]:
             "suptitle": figure.get_suptitle() or None,
             "axes": [
                 {
+                    "layout": axis.get_subplotspec().get_geometry(),
                     "title": axis.get_title(), "xlabel": axis.get_xlabel(), "ylabel": axis.get_ylabel(),
                     "legend": [t.get_text() for t in axis.get_legend().get_texts()] if axis.get_legend() else None,
                     "lines": {line.get_label(): (list(line.get_xdata()), list(line.get_ydata())) for line in axis.lines
                               if not line.get_label().startswith("_")},
+                    "markers": {line.get_label(): line.get_marker() for line in axis.lines},
+                    "errorbar_style": {c.get_label(): (c.lines[0].get_marker(),
+                                                       [cap.get_markersize() for cap in c.lines[1]])
+                                       for c in axis.containers},
                     "errorbars": {c.get_label(): (list(c.lines[0].get_xdata()), list(c.lines[0].get_ydata()),
                                                   [s.tolist() for s in c.lines[2][0].get_segments()])
                                   for c in axis.containers},
+                    "scatter": [(c.get_offsets().tolist(), c.get_array().tolist(), c.get_sizes().tolist())
+                                for c in axis.collections if c.get_array() is not None],
+                    "annotations": [(t.get_text(), tuple(t.xy), tuple(t.xyann), t.anncoords, t.get_ha(), t.get_va(),
+                                     t.get_fontsize()) for t in axis.texts],
                 }
                 for axis in figure.axes if axis.get_label() != "<colorbar>"
             ],
+            "colorbars": [axis.get_ylabel() for axis in figure.axes if axis.get_label() == "<colorbar>"],
+            "shared_y": [figure.axes[0].get_shared_y_axes().joined(figure.axes[0], other) for other in figure.axes[1:]],
         }  # fmt: skip
         return save(figure, path)
 
@@ -275,12 +287,13 @@ def test_the_scaling_figure_plots_each_methods_mean_and_seed_range_against_multi
         "val top-1 (mean, min-max over seeds)",
     )  # fmt: skip
     assert axis["legend"] == ["compound", "depth", "width", "resolution"]
+    assert axis["errorbar_style"] == {method: ("o", [6.0, 6.0]) for method in axis["legend"]}  # caps of 3 points
     for method in axis["legend"]:  # from the base to the method's model: mean of the two seeds, bars to each
         points = [r for r in rows if r["method"] in ("base", method)]
         by_macs = sorted({int(r["macs"]) for r in points})
         accs = [[float(r["acc1"]) for r in points if int(r["macs"]) == m] for m in by_macs]
         x, y, bars = axis["errorbars"][method]
-        assert x == pytest.approx([m / 1e6 for m in by_macs])
+        assert x == [m / 1e6 for m in by_macs]
         assert y == pytest.approx([sum(a) / len(a) for a in accs])
         ends = [end for seg in bars for end in (seg[0][1], seg[1][1])]
         assert ends == pytest.approx([end for a in accs for end in (min(a), max(a))])
@@ -299,10 +312,57 @@ def test_the_progressive_figure_plots_mean_accuracy_over_seeds_against_time_and_
     )  # fmt: skip
     schedules = ["fixed_size", "progressive_fixed_reg", "progressive_adaptive_reg", "random_resize_adaptive_reg"]
     assert by_epoch["legend"] == schedules and by_time["legend"] is None
+    assert (by_time["layout"], by_epoch["layout"]) == ((1, 2, 0, 0), (1, 2, 1, 1))  # side by side, time first
+    assert figure["shared_y"] == [True]  # one accuracy scale for both panels
+    assert by_time["markers"] == by_epoch["markers"] == dict.fromkeys(schedules, ".")
     mean = stub_accuracy(["--seed_everything", "0"]) + 0.005  # seeds 0 and 1
     for schedule in schedules:
         assert by_time["lines"][schedule] == (
             pytest.approx([1.5, 3.0, 4.5]),
             pytest.approx([mean - 0.1, mean + 0.05, mean]),
         )
-        assert by_epoch["lines"][schedule] == ([0, 1, 2], pytest.approx([mean - 0.1, mean + 0.05, mean]))
+        assert by_epoch["lines"][schedule] == ([1, 3, 5], pytest.approx([mean - 0.1, mean + 0.05, mean]))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]  # the IHDR chunk: width and height, big-endian, after the signature
+    return int.from_bytes(header[16:20], "big"), int.from_bytes(header[20:24], "big")
+
+
+def test_the_grid_figure_places_each_point_at_its_beta_and_gamma_coloured_by_its_mean_accuracy(
+    train_py, sized, figures
+):
+    argv = ["grid", "--config", "quickstart", "--out", "g", "--step", "0.5", "--tolerance", "0.15", "--seeds", "0", "1"]
+    assert study.main(argv) == 0
+    rows = table(Path("g/results.csv"))
+    figure = figures["grid.png"]
+    assert figure["size"] == (6.0, 4.5) and png_size(Path("g/grid.png")) == (720, 540)  # 120 dpi
+    (axis,) = figure["axes"]
+    assert (axis["title"], axis["xlabel"], axis["ylabel"]) == (
+        "step 1: alpha * beta^2 * gamma^2 ~= 2 at phi = 1", "beta (width)", "gamma (resolution)",
+    )  # fmt: skip
+    assert figure["colorbars"] == ["val top-1 (mean over seeds)"]
+    points = {}  # (alpha, beta, gamma) -> accuracies, in the table's order (best mean first)
+    for r in rows:
+        points.setdefault(tuple(float(r[k]) for k in ("alpha", "beta", "gamma")), []).append(float(r["acc1"]))
+    assert len(points) == 4 and all(len(accs) == 2 for accs in points.values())
+    ((offsets, colours, sizes),) = axis["scatter"]
+    assert offsets == [[beta, gamma] for _, beta, gamma in points]
+    assert colours == pytest.approx([sum(accs) / 2 for accs in points.values()])
+    assert sizes == [120]
+    # each point named by its alpha, centred 6 points above it
+    assert axis["annotations"] == [
+        (f"a={alpha:g}", (beta, gamma), (0, 6), "offset points", "center", "bottom", 7) for alpha, beta, gamma in points
+    ]
+
+
+def test_the_scaling_figure_is_saved_at_120_dpi(train_py, sized):
+    assert study.main(["scaling", "--config", "quickstart", "--out", "s"]) == 0
+    assert png_size(Path("s/scaling.png")) == (720, 540)
+
+
+def test_a_grid_step_that_lands_on_the_papers_point_runs_it_once_in_the_grids_order(base, sized):
+    runs = study.grid_runs(base, 0.05, 0.05, [3])
+    grid = compound_grid(2.0, step=0.05, max_value=2.0, tolerance=0.05)
+    assert (ALPHA, BETA, GAMMA) in grid
+    assert [(r.fields["alpha"], r.fields["beta"], r.fields["gamma"]) for r in runs] == grid
