@@ -12,7 +12,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 from lit_effnet import create_model
-from lit_effnet.export import METADATA_FILE, ExportMismatchError, NonFiniteModelError, export_checkpoint, export_model
+from lit_effnet.export import (
+    METADATA_FILE,
+    ExportMismatchError,
+    NonFiniteModelError,
+    export_checkpoint,
+    export_model,
+    model_from_checkpoint,
+)
 from lit_effnet.models.weights import SPEC_METADATA_KEY, NoCounterpartError, spec_to_json
 from tests.conftest import lit_checkpoint
 from tests.models.test_weights import scrambled
@@ -223,6 +230,9 @@ def test_checkpoint_exports_its_ema_weights_by_default(tmp_path):
     assert_close(torch.export.load(str(tmp_path / "raw.pt2")).module()(x), ours_of(raw, x))
     with pytest.raises(ExportMismatchError, match=r"more than -1 x the largest output"):  # the tolerance reaches it
         export_checkpoint(path, "torch_export", tmp_path / "strict.pt2", rtol=-1.0)
+    model = model_from_checkpoint(path)  # what the exports start from: the EMA weights, in eval mode
+    assert not model.training
+    assert_close(ours_of(model, x), ours_of(ema, x))
 
 
 def test_the_check_is_the_same_at_every_export_and_new_folders_are_made(tmp_path):

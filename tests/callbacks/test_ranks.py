@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from lit_effnet.callbacks import ranks
-from lit_effnet.callbacks.checkpoint import LastCheckpoint
+from lit_effnet.callbacks.checkpoint import LastCheckpoint, best_checkpoint
 from lit_effnet.callbacks.ranks import EXIT_PEER_DIED, RankWatch, collective_failure, how_it_ended, process_alive
 
 # The watcher thread ends through the stand-in for os._exit (SystemExit), which pytest reports for a thread.
@@ -74,10 +74,12 @@ def _two_rank_trainer(
     monkeypatch.setattr(dist, "all_gather_object", all_gather_object)
     last = LastCheckpoint("/runs/x")
     last.last_saved = last_saved
+    best = best_checkpoint("/runs/x")  # train.py keeps the best model too; only a LastCheckpoint knows its last write
     strategy = SimpleNamespace(launcher=SimpleNamespace(procs=list(children))) if children is not None else object()
     return SimpleNamespace(
-        world_size=2, global_rank=global_rank, strategy=strategy, checkpoint_callbacks=[last], ckpt_path=ckpt_path
-    )
+        world_size=2, global_rank=global_rank, strategy=strategy, checkpoint_callbacks=[best, last],
+        ckpt_path=ckpt_path,
+    )  # fmt: skip
 
 
 def test_a_killed_rank_is_reported_once_naming_it_the_last_checkpoint_and_the_resume_command(

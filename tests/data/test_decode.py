@@ -342,6 +342,9 @@ def test_a_format_opencv_cannot_read_is_decoded_by_pil_in_rgb(tmp_path):
     grey = tmp_path / "grey.tga"
     Image.fromarray(rgb[..., 1]).save(grey)  # one channel: made RGB like every other image
     assert np.array_equal(decode.load_rgb(grey), np.repeat(rgb[..., 1:2], 3, axis=2))
+    grey_alpha = tmp_path / "grey_alpha.tga"
+    Image.fromarray(np.dstack([rgb[..., 1], np.full((12, 20), 128, np.uint8)]), mode="LA").save(grey_alpha)
+    assert np.array_equal(decode.load_rgb(grey_alpha), np.repeat(rgb[..., 1:2], 3, axis=2))  # the alpha dropped
     assert np.array_equal(decode.decode_crop(tga, CropBox(0, 0, 20, 12), 12)[:, 0], np.tile([255, 0, 0], (12, 1)))
 
 

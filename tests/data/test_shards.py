@@ -19,12 +19,13 @@ import torch
 from lightning.pytorch import Callback
 from litdata import StreamingDataset
 from PIL import Image
+from torch.utils.data import default_collate
 
 from lit_effnet.callbacks import ProgressiveLearning
 from lit_effnet.callbacks.checkpoint import LastCheckpoint
 from lit_effnet.cli import PROJECT_ROOT, main
 from lit_effnet.data import ImageDataModule, shards
-from lit_effnet.data.datasets import load_digits_splits, load_splits
+from lit_effnet.data.datasets import Splits, load_digits_splits, load_splits
 from lit_effnet.data.transforms import train_transform
 from lit_effnet.errors import ConfigError, CorruptImageError, DataError, DatasetNotFoundError
 from tests.conftest import child_env, fast_trainer, tiny_datamodule, tiny_module
@@ -355,7 +356,9 @@ def test_bad_shard_input_is_one_line_naming_it_and_exit_2(tmp_path, digit_shards
 
 def test_the_shard_command_refuses_a_config_that_already_trains_from_shards(tmp_path, capsys):
     assert main(["shard", "--config", "quickstart", "--data.name", "shards", "--out", str(tmp_path / "x")]) == 2
-    assert "this config already trains from shards" in capsys.readouterr().err
+    assert capsys.readouterr().err.strip() == (
+        "error: data.name shards: this config already trains from shards; shard its source dataset"
+    )
     shutil.rmtree(tmp_path / "x", ignore_errors=True)
 
 
@@ -425,19 +428,21 @@ def s3_server(monkeypatch, tmp_path):
 def test_a_run_streams_from_an_s3_compatible_server_writing_only_to_its_cache_folder(
     tmp_path, s3_server, digit_shards, monkeypatch
 ):
-    """The shard command uploads to s3://; a 2-stage run streams from it: each chunk is fetched once, the stage
-    change rebuilds the loader without fetching again, and the run writes nothing outside data.cache_dir."""
+    """The shard command uploads to s3://, staging each split in a temporary folder it removes; a 2-stage run
+    streams from it: each chunk is fetched once, the stage change rebuilds the loader without fetching again, and
+    the run writes nothing outside data.cache_dir."""
+    home, temp, cache = tmp_path / "home", tmp_path / "tmp", tmp_path / "cache"
+    for folder in (home, temp):
+        folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     assert main(["shard", "--config", "quickstart", "--out", "s3://lake/sets/digits", "--chunk_bytes", "20000"]) == 0
+    assert list(temp.iterdir()) == []
     held = sorted(k["Key"] for k in boto3_objects("lake"))
     local = sorted(str(p.relative_to(digit_shards)) for p in digit_shards.rglob("*") if p.is_file())
     assert [k.removeprefix("sets/digits/") for k in held] == local  # the same files as a local shard set
     s3_server.clear()
-    home, temp, cache = tmp_path / "home", tmp_path / "tmp", tmp_path / "cache"
-    for folder in (home, temp):
-        folder.mkdir()
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("MPLCONFIGDIR", str(temp / "mpl"))
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     stages = dict(num_stages=2, image_size=(16, 24), dropout=(0.0, 0.0), randaug_magnitude=(0.0, 2.0), mixup_alpha=None)
     datamodule = tiny_datamodule(name="shards", root="s3://lake/sets/digits", cache_dir=str(cache), batch_size=16)
     trainer = fast_trainer(
@@ -574,6 +579,9 @@ def test_corrupt_images_in_a_row_are_each_counted_and_a_split_with_none_readable
     with pytest.warns(UserWarning, match=r"skipped corrupt image \(1 in this process\): .*train/dog/0\.jpg"):
         _, label = skipping[2]
     assert label == 2 and skipping.skipped == 2  # dog/1.jpg skipped too, for eel/0.jpg
+    with pytest.warns(UserWarning, match=r"skipped corrupt image \(3 in this process\): .*train/dog/0\.jpg"):
+        skipping[2]
+    assert skipping.skipped == 4  # counted over the process's reads, not per read
     for name in ("cat/0.jpg", "cat/1.jpg", "eel/0.jpg", "eel/1.jpg"):
         (tmp_path / "folder" / "train" / name).write_bytes(b"\xff\xd8\xff not a jpeg")
     shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "all-bad"), log=lambda line: None)
@@ -626,3 +634,112 @@ def test_a_manifest_names_the_source_and_its_fingerprint_follows_the_classes_and
     (tmp_path / "folder/train/eel/0.jpg").rename(tmp_path / "folder/train/eel/9.jpg")  # same counts, other files
     moved = load_splits("imagefolder", tmp_path / "folder")
     assert shards.plan_of("imagefolder", str(tmp_path / "folder"), moved)["fingerprint"] != plan["fingerprint"]
+
+
+def test_the_shard_loaders_hand_every_setting_to_their_stream_and_their_loader(tmp_path):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(tmp_path / "set"), log=lambda line: None)
+    splits = shards.load_shard_splits(tmp_path / "set")
+    settings = dict(skip_corrupt=True, num_workers=1, persistent_workers=True)
+    train = shards.train_loader(
+        splits.train, train_transform(24), seed=5, batch_size=2, cache_dir=str(tmp_path / "a"), pin_memory=True,
+        **settings,
+    )  # fmt: skip
+    evaluation = shards.eval_loader(splits.val, None, batch_size=3, cache_dir=str(tmp_path / "b"), **settings)
+    for loader, cache, is_train in ((train, "a", True), (evaluation, "b", False)):
+        stream = loader.dataset
+        assert (stream.size, stream.skip_corrupt, stream.cache_dir.path) == (6, True, str(tmp_path / cache))
+        assert stream.shuffle is stream.drop_last is is_train  # train: shuffled, full batches, as many on each rank
+        assert loader.num_workers == 1 and loader.persistent_workers is False  # fresh workers: each epoch's seeds
+        assert loader.collate_fn.collate_fn is default_collate  # torch's, not litdata's own
+    assert (train.dataset.seed, train.pin_memory, train.batch_size, evaluation.batch_size) == (5, True, 2, 3)
+    train.set_epoch(3)  # a new loader resumes nothing: it serves the epoch it is given
+    assert train.current_epoch == 3
+    assert len(shards.train_loader(splits.train, None, seed=0, batch_size=6, cache_dir=None, skip_corrupt=False)) == 1
+    with pytest.raises(ConfigError) as error:
+        shards.train_loader(splits.train, None, seed=0, batch_size=7, cache_dir=None, skip_corrupt=False)
+    assert str(error.value) == (
+        f"data.batch_size 7 is larger than the 6 training images of {tmp_path / 'set'}/train per device"
+    )
+
+
+@pytest.fixture
+def pools(monkeypatch) -> list[int | None]:
+    """The thread count of each pool the conversion reads files with."""
+    made = []
+
+    class Recorded(shards.ThreadPoolExecutor):
+        def __init__(self, max_workers=None, *args, **kwargs):
+            made.append(max_workers)
+            super().__init__(max_workers, *args, **kwargs)
+
+    monkeypatch.setattr(shards, "ThreadPoolExecutor", Recorded)
+    return made
+
+
+def test_a_conversion_says_what_it_writes_and_writes_a_val_that_is_also_test_once(tmp_path, pools):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    out, said = tmp_path / "set", []
+    written = shards.write_shards("imagefolder", str(tmp_path / "folder"), str(out), log=said.append)
+    assert said == [
+        f"shard: writing imagefolder ({tmp_path / 'folder'}) to {out}",
+        "shard: train: 6 images written",
+        "shard: val: 6 images written",  # the test split is val's: not written again
+        f"shard: {out}: complete, 3 classes; train with --data.name shards --data.root {out}",
+    ]
+    assert pools == [8, 8]  # the default: 8 threads reading each split's files
+    assert shards.write_shards("imagefolder", str(tmp_path / "folder"), str(out), log=said.append) == written
+    assert said[-1] == f"shard: {out} already holds this shard set, complete: nothing to do"
+    write_imagefolder(tmp_path / "other", classes=("ant", "bee"), per_class=2)
+    with pytest.raises(DataError) as error:
+        shards.write_shards("imagefolder", str(tmp_path / "other"), str(out), log=said.append)
+    assert str(error.value) == (
+        f"--out {out} already holds a complete shard set of another source (imagefolder): choose another --out, "
+        "or delete it first"
+    )
+
+
+def test_the_threads_and_chunk_size_asked_for_reach_the_conversion(tmp_path, pools):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    config = config_file(tmp_path, tmp_path / "folder")
+    assert shards.shard_command(["--config", config, "--out", str(tmp_path / "set"), "--threads", "3"]) == 0
+    assert shards.shard_command(["--config", config, "--out", str(tmp_path / "small"), "--chunk_bytes", "2000"]) == 0
+    assert pools == [3, 3, 8, 8]  # --threads, then its default
+    index = json.loads((tmp_path / "small/train/index.json").read_text())
+    assert len(index["chunks"]) > 1 and index["config"]["chunk_bytes"] == 2000
+    assert len(json.loads((tmp_path / "set/train/index.json").read_text())["chunks"]) == 1  # litdata's 64 MB
+    store = shards.store_of(tmp_path / "one")
+    shards.write_split(store, "train", load_splits("imagefolder", tmp_path / "folder").train, "", threads=0)
+    assert pools[-1] == 1  # at least one thread
+
+
+def test_starting_over_removes_the_folders_of_the_other_sources_interrupted_conversion(tmp_path, capsys):
+    write_imagefolder(tmp_path / "folder", per_class=2)
+    out = tmp_path / "set"
+    for folder in ("train", "test"):  # another source's conversion, killed: it had a test split of its own
+        (out / folder).mkdir(parents=True)
+        (out / folder / "chunk-0-0.bin").write_bytes(b"old")
+    (out / shards.PARTIAL).write_text(json.dumps({"fingerprint": "another", "sizes": {"train": 5, "test": 2}}))
+    shards.write_shards("imagefolder", str(tmp_path / "folder"), str(out))
+    assert "shard: starting over: " in capsys.readouterr().out
+    assert sorted(p.name for p in out.iterdir()) == [shards.MANIFEST, "train", "val"]  # its test folder is gone
+
+
+class FileList(list):
+    """A torchvision file dataset as plan_of sees it: its length and its private list of files."""
+
+    def __init__(self, attr: str, files: list[tuple[str, int]]) -> None:
+        super().__init__(files)
+        setattr(self, attr, list(files))
+
+
+@pytest.mark.parametrize(("name", "attr"), [("food101", "_image_files"), ("flowers102", "_image_files"),
+                                            ("stanford_cars", "_samples")])  # fmt: skip
+def test_the_fingerprint_follows_the_file_lists_of_torchvisions_datasets(name, attr):
+    def plan(files):
+        train, val = FileList(attr, files), FileList(attr, [("v/0.jpg", 0)])
+        return shards.plan_of(name, "/data", Splits(train=train, val=val, test=val, classes=["a", "b"]))
+
+    files = [("a/0.jpg", 0), ("b/0.jpg", 1)]
+    assert plan(files)["fingerprint"] == plan(list(files))["fingerprint"]
+    assert plan(files)["fingerprint"] != plan([("a/0.jpg", 0), ("b/1.jpg", 1)])["fingerprint"]  # same counts
